@@ -1,0 +1,62 @@
+use reqwest::Method;
+use serde_json::Value;
+
+use super::CliError;
+
+/// A client of one peer's HTTP API, carrying `$SWITCHBOARD_ADMIN_TOKEN` when set.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(endpoint: &str) -> Self {
+        Self {
+            base: endpoint.trim_end_matches('/').to_string(),
+            token: std::env::var("SWITCHBOARD_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build().expect("HTTP client"),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CliError::Unreachable { endpoint: self.base.clone(), reason: e.to_string() })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let message = match (&value["message"], &value["field"]) {
+                (Value::String(m), Value::String(f)) => format!("{f}: {m}"),
+                (Value::String(m), _) => m.clone(),
+                _ => value.to_string(),
+            };
+            Err(CliError::Api { status: status.as_u16(), message })
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.call(Method::GET, path, None).await
+    }
+}
+
+/// Prints a JSON answer for people and for `jq`.
+pub fn print(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+}

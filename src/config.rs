@@ -1,0 +1,243 @@
+//! A peer's configuration, in layers: built-in defaults, then the `--config` TOML file, then
+//! `SWITCHBOARD_*` environment variables, then command-line flags. `cluster/peer.toml` is a
+//! fully commented example.
+//!
+//! Environment variables name a key as `SWITCHBOARD_<KEY>` for top-level keys and
+//! `SWITCHBOARD_<SECTION>_<KEY>` for keys of a section, e.g. `SWITCHBOARD_RAFT_SNAPSHOT_EVERY=500`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Variables that are not configuration keys: secrets and the CLI's endpoint.
+const NOT_KEYS: &[&str] = &["SWITCHBOARD_CLUSTER_SECRET", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ENDPOINT"];
+const SECTIONS: &[&str] = &["raft", "http"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This peer's Raft id: a positive number, unique in the cluster, never reused.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub raft_addr: String,
+    pub http_addr: String,
+    pub dns_addr: String,
+    /// The region this peer's own DNS clients default to.
+    pub region: String,
+    /// Run without a cluster secret: peer RPC unauthenticated. For tests on one machine only.
+    pub insecure: bool,
+    pub raft: RaftConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Take a snapshot (and purge the log before it) every this many applied entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for followers that are a little behind.
+    pub keep_logs: u64,
+    /// Most client writes carried by one log entry (group commit).
+    pub max_batch: usize,
+    /// Log entries proposed but not yet committed, at most.
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones are answered 413.
+    pub max_body_bytes: usize,
+    /// How long a write or a linearizable read may wait for a leader before it fails with 503.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            data_dir: PathBuf::new(),
+            raft_addr: String::new(),
+            http_addr: String::new(),
+            dns_addr: String::new(),
+            region: "default".into(),
+            insecure: false,
+            raft: RaftConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 150,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            max_batch: 1024,
+            max_in_flight: 2,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 64 * 1024, request_timeout_ms: 10_000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let from_file: toml::Value = text
+                .parse::<toml::Table>()
+                .map(toml::Value::Table)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            merge(&mut value, from_file);
+        }
+        for (name, raw) in env {
+            if !name.starts_with("SWITCHBOARD_") || NOT_KEYS.contains(&name.as_str()) {
+                continue;
+            }
+            let key = name["SWITCHBOARD_".len()..].to_ascii_lowercase();
+            let (section, key) = match SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_"))) {
+                Some(s) => (Some(*s), key[s.len() + 1..].to_string()),
+                None => (None, key),
+            };
+            let parsed = raw
+                .parse::<i64>()
+                .map(toml::Value::Integer)
+                .or_else(|_| raw.parse::<bool>().map(toml::Value::Boolean))
+                .unwrap_or(toml::Value::String(raw.clone()));
+            let table = value.as_table_mut().expect("config is a table");
+            let target = match section {
+                Some(s) => table.get_mut(s).and_then(|t| t.as_table_mut()).expect("section exists"),
+                None => table,
+            };
+            target.insert(key, parsed);
+        }
+        value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))
+    }
+
+    /// Checks what the peer needs before it starts, with messages that say what to set.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let missing = |what: &str| {
+            Err(ConfigError::Invalid(format!(
+                "{what} is not set: give --{} or set it in the config file",
+                what.replace('_', "-")
+            )))
+        };
+        if self.id == 0 {
+            return Err(ConfigError::Invalid("id must be a positive number (--id N)".into()));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return missing("data_dir");
+        }
+        for (name, addr) in
+            [("raft_addr", &self.raft_addr), ("http_addr", &self.http_addr), ("dns_addr", &self.dns_addr)]
+        {
+            if addr.is_empty() {
+                return missing(name);
+            }
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!("{name} '{addr}' is not IP:PORT")));
+            }
+        }
+        crate::state::validate::label("region", &self.region).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 || r.election_max_ms <= r.election_min_ms {
+            return Err(ConfigError::Invalid(
+                "raft timeouts need 0 < heartbeat_ms, 2 × heartbeat_ms < election_min_ms < election_max_ms".into(),
+            ));
+        }
+        if r.snapshot_every == 0 || r.max_batch == 0 || r.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "raft.snapshot_every, max_batch and max_in_flight must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peer.toml");
+        std::fs::write(&file, "id = 2\nregion = \"eu\"\n[raft]\nsnapshot_every = 50\nkeep_logs = 7\n").unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[("SWITCHBOARD_RAFT_KEEP_LOGS", "9"), ("SWITCHBOARD_CLUSTER_SECRET", "x"), ("HOME", "/")]),
+        )
+        .unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.region, "eu");
+        assert_eq!(c.raft.snapshot_every, 50);
+        assert_eq!(c.raft.keep_logs, 9);
+        assert_eq!(c.raft.heartbeat_ms, RaftConfig::default().heartbeat_ms);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(Config::load(None, env(&[("SWITCHBOARD_RAFT_SNAPSHOT_EVRY", "1")])).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("peer.toml");
+        std::fs::write(&file, "idd = 2\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[])).unwrap_err().to_string().contains("idd"));
+    }
+
+    #[test]
+    fn check_names_what_is_missing() {
+        let c = Config { id: 1, ..Config::default() };
+        assert!(c.check().unwrap_err().to_string().contains("data_dir"));
+        let c = Config {
+            id: 1,
+            data_dir: "/tmp/x".into(),
+            raft_addr: "127.0.0.1:1".into(),
+            http_addr: "127.0.0.1:2".into(),
+            dns_addr: "nope".into(),
+            ..Config::default()
+        };
+        assert!(c.check().unwrap_err().to_string().contains("dns_addr"));
+    }
+}

@@ -1,0 +1,148 @@
+//! Request parsing: a size-limited JSON body, its fields one by one (so that an error can
+//! name the field), and the query flags every resource understands.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use serde_json::{Map, Value};
+
+use super::{ApiError, AppState};
+use crate::peer::Consistency;
+
+/// A JSON object body of at most `http.max_body_bytes`.
+pub struct JsonBody(pub Fields);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is over the limit of {limit} bytes"),
+            )
+        };
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
+            field: Some("body".into()),
+            ..ApiError::invalid("body", format!("not valid JSON: {e}"))
+        })?;
+        match value {
+            Value::Object(map) => Ok(JsonBody(Fields { map })),
+            _ => Err(ApiError::invalid("body", "must be a JSON object")),
+        }
+    }
+}
+
+/// The fields of a JSON object, taken one at a time; [`Fields::finish`] rejects any left.
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    pub fn string(&mut self, name: &str) -> Result<String, ApiError> {
+        match self.map.remove(name) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(ApiError::invalid(name, "must be a string")),
+            None => Err(ApiError::invalid(name, "is required")),
+        }
+    }
+
+    pub fn u64(&mut self, name: &str) -> Result<u64, ApiError> {
+        match self.map.remove(name) {
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| ApiError::invalid(name, "must be a whole number ≥ 0")),
+            Some(_) => Err(ApiError::invalid(name, "must be a number")),
+            None => Err(ApiError::invalid(name, "is required")),
+        }
+    }
+
+    /// A list of strings; absent means empty.
+    pub fn strings(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s),
+                    _ => Err(ApiError::invalid(format!("{name}[{i}]"), "must be a string")),
+                })
+                .collect(),
+            Some(_) => Err(ApiError::invalid(name, "must be a list of strings")),
+        }
+    }
+
+    /// Fails on the first field nobody asked for: a typo must not pass silently.
+    pub fn finish(self) -> Result<(), ApiError> {
+        match self.map.keys().next() {
+            Some(k) => Err(ApiError::invalid(k.clone(), "unknown field")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `?stale` and `?cas=REV`.
+#[derive(Debug, Default)]
+pub struct Flags {
+    pub stale: bool,
+    pub cas: Option<u64>,
+}
+
+impl Flags {
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut flags = Flags::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "stale" => flags.stale = value != "false",
+                "cas" => {
+                    flags.cas = Some(
+                        value
+                            .parse()
+                            .map_err(|_| ApiError::invalid("cas", format!("'{value}' is not a revision number")))?,
+                    )
+                }
+                _ => {}
+            }
+        }
+        Ok(flags)
+    }
+
+    pub fn consistency(&self) -> Consistency {
+        if self.stale {
+            Consistency::Stale
+        } else {
+            Consistency::Linearizable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        let f = Flags::parse(Some("stale&cas=7")).unwrap();
+        assert!(f.stale);
+        assert_eq!(f.cas, Some(7));
+        assert!(!Flags::parse(Some("stale=false")).unwrap().stale);
+        assert_eq!(Flags::parse(Some("cas=x")).unwrap_err().field.as_deref(), Some("cas"));
+        assert!(Flags::parse(None).unwrap().cas.is_none());
+    }
+
+    #[test]
+    fn fields_name_the_offender() {
+        let Value::Object(map) = serde_json::json!({"ip": 3, "extra": true}) else { panic!() };
+        let mut f = Fields { map };
+        assert_eq!(f.string("ip").unwrap_err().field.as_deref(), Some("ip"));
+        assert_eq!(f.string("region").unwrap_err().message, "is required");
+        assert_eq!(f.finish().unwrap_err().field.as_deref(), Some("extra"));
+    }
+}

@@ -1,0 +1,11 @@
+//! The admin and data HTTP API on `--http-addr` (docs/api.md). Handlers parse and validate
+//! input, then call the [`Peer`](crate::peer::Peer); they hold no state of their own.
+
+mod cluster;
+mod error;
+mod extract;
+mod registry;
+mod server;
+
+pub use error::ApiError;
+pub use server::{router, AppState};

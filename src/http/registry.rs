@@ -1,0 +1,112 @@
+//! The registry: regions and nodes.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::extract::{Flags, JsonBody};
+use super::{ApiError, AppState};
+use crate::state::{validate, Command, NodeSpec, RegionSpec};
+
+pub async fn put_region(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let flags = Flags::parse(query.as_deref())?;
+    let cidrs = body
+        .strings("cidrs")?
+        .iter()
+        .enumerate()
+        .map(|(i, c)| validate::cidr(&format!("cidrs[{i}]"), c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fallback = body.strings("fallback")?;
+    body.finish()?;
+    let spec = RegionSpec { cidrs, fallback };
+    validate::region_spec(&name, &spec)?;
+    let outcome = app.peer.write(Command::PutRegion { name: name.clone(), spec: spec.clone(), cas: flags.cas }).await?;
+    Ok(Json(json!({"name": name, "cidrs": spec.cidrs, "fallback": spec.fallback, "revision": outcome.revision})))
+}
+
+pub async fn put_node(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let flags = Flags::parse(query.as_deref())?;
+    let ip = validate::ip("ip", &body.string("ip")?)?;
+    let region = body.string("region")?;
+    let site = body.string("site")?;
+    let capacity = body.u64("capacity")?;
+    body.finish()?;
+    let capacity = u32::try_from(capacity)
+        .map_err(|_| ApiError::invalid("capacity", format!("must be between 1 and {}", validate::MAX_CAPACITY)))?;
+    let spec = NodeSpec { ip, region, site, capacity };
+    validate::node_spec(&id, &spec)?;
+    let outcome = app.peer.write(Command::PutNode { id: id.clone(), spec: spec.clone(), cas: flags.cas }).await?;
+    Ok(Json(json!({
+        "id": id, "ip": spec.ip, "region": spec.region, "site": spec.site,
+        "capacity": spec.capacity, "revision": outcome.revision,
+    })))
+}
+
+pub async fn delete_region(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let flags = Flags::parse(query.as_deref())?;
+    let outcome = app.peer.write(Command::DeleteRegion { name: name.clone(), cas: flags.cas }).await?;
+    Ok(Json(json!({"name": name, "deleted": true, "revision": outcome.revision})))
+}
+
+pub async fn delete_node(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let flags = Flags::parse(query.as_deref())?;
+    let outcome = app.peer.write(Command::DeleteNode { id: id.clone(), cas: flags.cas }).await?;
+    Ok(Json(json!({"id": id, "deleted": true, "revision": outcome.revision})))
+}
+
+/// Serves a read at the consistency the query asks for, from this peer's state.
+async fn read<T>(
+    app: &AppState,
+    query: Option<String>,
+    f: impl FnOnce(&crate::state::State) -> T,
+) -> Result<T, ApiError> {
+    let flags = Flags::parse(query.as_deref())?;
+    app.peer.read_barrier(flags.consistency()).await?;
+    Ok(f(&app.peer.state.read().state))
+}
+
+pub async fn list_regions(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    let regions = read(&app, q, |s| s.regions.values().cloned().collect::<Vec<_>>()).await?;
+    Ok(Json(json!({ "regions": regions })))
+}
+
+pub async fn get_region(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let region = read(&app, q, |s| s.regions.get(&name).cloned()).await?;
+    region.map(|r| Json(json!(r))).ok_or_else(|| ApiError::not_found(format!("region '{name}' does not exist")))
+}
+
+pub async fn list_nodes(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
+    let nodes = read(&app, q, |s| s.nodes.values().cloned().collect::<Vec<_>>()).await?;
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+pub async fn get_node(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let node = read(&app, q, |s| s.nodes.get(&id).cloned()).await?;
+    node.map(|n| Json(json!(n))).ok_or_else(|| ApiError::not_found(format!("node '{id}' does not exist")))
+}

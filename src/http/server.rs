@@ -1,0 +1,77 @@
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+
+use super::{cluster, registry, ApiError};
+use crate::peer::Peer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub peer: Arc<Peer>,
+    /// `$SWITCHBOARD_ADMIN_TOKEN`: when set, writes and cluster calls need it.
+    pub admin_token: Option<Arc<str>>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(cluster::health))
+        .route("/ready", get(cluster::ready))
+        .route("/metrics", get(cluster::metrics))
+        .route("/v1/peer", get(cluster::whoami))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/init", post(cluster::init))
+        .route("/v1/cluster/peers", post(cluster::add_peer))
+        .route("/v1/cluster/peers/{id}", axum::routing::delete(cluster::remove_peer))
+        .route("/v1/regions", get(registry::list_regions))
+        .route(
+            "/v1/regions/{name}",
+            put(registry::put_region).get(registry::get_region).delete(registry::delete_region),
+        )
+        .route("/v1/nodes", get(registry::list_nodes))
+        .route("/v1/nodes/{id}", put(registry::put_node).get(registry::get_node).delete(registry::delete_node))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// With an admin token set, every /v1 write and every /v1/cluster call needs it.
+async fn authorize(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(token) = &app.admin_token else { return Ok(next.run(request).await) };
+    let path = request.uri().path();
+    let is_write = !matches!(*request.method(), Method::GET | Method::HEAD);
+    let guarded = path.starts_with("/v1/cluster") || (path.starts_with("/v1/") && is_write);
+    if guarded {
+        let presented = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this call needs 'Authorization: Bearer <token>' with the peer's SWITCHBOARD_ADMIN_TOKEN",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn count(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    app.peer.metrics.http_requests.with_label_values(&[&method, response.status().as_str()]).inc();
+    response
+}

@@ -1,0 +1,20 @@
+//! switchboard: a self-contained traffic coordinator.
+//!
+//! Three or five peers replicate, through Raft on RocksDB, a registry of edge nodes and
+//! the dispatch state derived from it; every peer answers the HTTP API and, from its
+//! local copy, DNS. See docs/architecture.md for the map of the modules:
+//!
+//! - [`state`]: the pure, deterministic model (commands and `apply`);
+//! - [`raft`]: consensus, storage and the peer-to-peer network;
+//! - [`peer`]: a running peer (writes through the leader, reads, membership);
+//! - [`http`]: the API;
+//! - [`cli`]: the `switchboard` command, including `serve` and `dev`.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod peer;
+pub mod raft;
+pub mod server;
+pub mod state;

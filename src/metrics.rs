@@ -1,0 +1,93 @@
+//! Prometheus metrics of one peer, served at `/metrics`. Counters and histograms are
+//! updated where things happen; the Raft gauges are read from Raft's own metrics at
+//! scrape time.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    registry: Registry,
+    pub term: IntGauge,
+    pub leader_id: IntGauge,
+    pub is_leader: IntGauge,
+    pub commit_index: IntGauge,
+    pub applied_index: IntGauge,
+    pub last_log_index: IntGauge,
+    pub proposals: IntCounter,
+    pub proposed_commands: IntCounter,
+    pub batch_size: Histogram,
+    pub apply_seconds: Histogram,
+    pub write_seconds: Histogram,
+    pub forwarded_writes: IntCounter,
+    pub snapshots_built: IntCounter,
+    pub snapshots_installed: IntCounter,
+    pub http_requests: IntCounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
+            h
+        };
+        let seconds = || prometheus::exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets");
+        let http_requests = IntCounterVec::new(
+            Opts::new("switchboard_http_requests_total", "HTTP requests answered, by method and status"),
+            &["method", "status"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(http_requests.clone())).expect("unique metric");
+        Self {
+            term: gauge("switchboard_raft_term", "Current Raft term"),
+            leader_id: gauge("switchboard_raft_leader_id", "Id of the current leader, 0 when none is known"),
+            is_leader: gauge("switchboard_raft_is_leader", "1 while this peer is the leader"),
+            commit_index: gauge("switchboard_raft_commit_index", "Highest log index known to be committed"),
+            applied_index: gauge("switchboard_raft_applied_index", "Highest log index applied to the state machine"),
+            last_log_index: gauge("switchboard_raft_last_log_index", "Highest log index in this peer's log"),
+            proposals: counter("switchboard_raft_proposals_total", "Log entries proposed by this peer as leader"),
+            proposed_commands: counter("switchboard_raft_proposed_commands_total", "Commands carried by those entries"),
+            batch_size: histogram(
+                "switchboard_raft_batch_commands",
+                "Commands per proposed log entry (group commit)",
+                prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets"),
+            ),
+            apply_seconds: histogram("switchboard_raft_apply_seconds", "Time to apply one batch of entries", seconds()),
+            write_seconds: histogram(
+                "switchboard_write_seconds",
+                "Time from a write's arrival to its commit",
+                seconds(),
+            ),
+            forwarded_writes: counter("switchboard_forwarded_writes_total", "Writes this peer forwarded to the leader"),
+            snapshots_built: counter("switchboard_raft_snapshots_total", "Snapshots built by this peer"),
+            snapshots_installed: counter(
+                "switchboard_raft_snapshots_installed_total",
+                "Snapshots received from a leader",
+            ),
+            http_requests,
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}

@@ -1,0 +1,546 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::proposer::{self, Pending, ProposeError};
+use super::Error;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::raft::rpc::{Connection, Forward, ForwardError, Forwarded, Request, Response, Secret};
+use crate::raft::{self, LogStore, Network, PeerId, PeerInfo, Raft, SharedState, StateMachineStore};
+use crate::state::{Command, Outcome};
+
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a new member may take to catch up before `cluster add` gives up on it.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began, on any peer.
+    Linearizable,
+    /// This peer's local copy, however far behind.
+    Stale,
+}
+
+pub struct Peer {
+    pub id: PeerId,
+    pub info: PeerInfo,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub metrics: Arc<Metrics>,
+    committed: Arc<AtomicU64>,
+    secret: Secret,
+    proposals: mpsc::Sender<Pending>,
+    request_timeout: Duration,
+    pool: Mutex<HashMap<String, Vec<Connection>>>,
+    http: reqwest::Client,
+}
+
+/// One member of the cluster as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub id: PeerId,
+    #[serde(flatten)]
+    pub info: PeerInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The peer that answered.
+    pub id: PeerId,
+    pub leader: Option<PeerId>,
+    pub term: u64,
+    pub state: String,
+    pub members: Vec<Member>,
+    pub learners: Vec<Member>,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+}
+
+impl Peer {
+    /// Opens the peer's storage under `config.data_dir` and starts Raft.
+    pub async fn start(config: &Config, secret: Secret, metrics: Arc<Metrics>) -> Result<Arc<Self>, Error> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Fatal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+        let db = raft::db::open(&config.data_dir)
+            .map_err(|e| Error::Fatal(format!("cannot open RocksDB in {}: {e}", config.data_dir.display())))?;
+        let log_store = LogStore::new(db.clone());
+        let committed = log_store.committed_index();
+        let sm = StateMachineStore::open(db, metrics.clone()).map_err(|e| Error::Fatal(e.to_string()))?;
+        let state = sm.shared();
+
+        let rc = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "switchboard".into(),
+            heartbeat_interval: rc.heartbeat_ms,
+            election_timeout_min: rc.election_min_ms,
+            election_timeout_max: rc.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(rc.snapshot_every),
+            max_in_snapshot_log_to_keep: rc.keep_logs,
+            purge_batch_size: 256,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Fatal(format!("raft configuration: {e}")))?;
+
+        let raft = Raft::new(config.id, Arc::new(raft_config), Network::new(secret.clone()), log_store, sm)
+            .await
+            .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
+        let proposals = proposer::spawn(raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight);
+        tokio::spawn(log_raft_events(raft.clone()));
+
+        let info = PeerInfo {
+            raft_addr: config.raft_addr.clone(),
+            http_addr: config.http_addr.clone(),
+            dns_addr: config.dns_addr.clone(),
+            region: config.region.clone(),
+        };
+        Ok(Arc::new(Self {
+            id: config.id,
+            info,
+            raft,
+            state,
+            metrics,
+            committed,
+            secret,
+            proposals,
+            request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+            pool: Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client"),
+        }))
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Ready: a leader is known and everything known to be committed is applied.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        m.current_leader.is_some() && applied >= self.commit_index()
+    }
+
+    /// Writes one command through the leader and returns its outcome once applied there.
+    pub async fn write(&self, command: Command) -> Result<Outcome, Error> {
+        let started = Instant::now();
+        let deadline = started + self.request_timeout;
+        let mut hint = None;
+        loop {
+            let leader = self.await_leader(hint.take(), deadline).await?;
+            let attempt = if leader == self.id {
+                self.propose(command.clone()).await
+            } else {
+                self.metrics.forwarded_writes.inc();
+                match self.forward(leader, Forward::Write(command.clone()), deadline).await {
+                    Ok(Forwarded::Write(r)) => Ok(r),
+                    Ok(other) => Err(Retry::Fail(Error::Fatal(format!("leader answered a write with {other:?}")))),
+                    Err(e) => Err(e),
+                }
+            };
+            match attempt {
+                Ok(result) => {
+                    self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+                    return result.map_err(Error::Rejected);
+                }
+                Err(Retry::Again(next)) => hint = next.or(Some(leader)).filter(|l| *l != leader),
+                Err(Retry::Fail(e)) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader(self.no_leader_message()));
+            }
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<Result<Outcome, crate::state::Error>, Retry> {
+        let (reply, rx) = oneshot::channel();
+        self.proposals
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| Retry::Fail(Error::Fatal("the proposer has stopped".into())))?;
+        match rx.await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(ProposeError::NotLeader(l))) => Err(Retry::Again(l)),
+            Ok(Err(ProposeError::Failed(e))) => {
+                Err(Retry::Fail(Error::Indeterminate(format!("the write may or may not have been applied: {e}"))))
+            }
+            Err(_) => Err(Retry::Fail(Error::Indeterminate("the write was dropped while in flight".into()))),
+        }
+    }
+
+    /// Waits until a read at `consistency` may be served from the local state.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), Error> {
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        let mut hint = None;
+        loop {
+            let leader = self.await_leader(hint.take(), deadline).await?;
+            let index = if leader == self.id {
+                match self.raft.get_read_log_id().await {
+                    Ok((read, _)) => Ok(read.map(|l| l.index).unwrap_or(0)),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Retry::Again(f.leader_id)),
+                    Err(e) => Err(Retry::Again(None).or_fail_after(deadline, e.to_string())),
+                }
+            } else {
+                match self.forward(leader, Forward::ReadIndex, deadline).await {
+                    Ok(Forwarded::ReadIndex(i)) => Ok(i),
+                    Ok(other) => Err(Retry::Fail(Error::Fatal(format!("leader answered a read index with {other:?}")))),
+                    Err(e) => Err(e),
+                }
+            };
+            match index {
+                Ok(index) => return self.await_applied(index, deadline).await,
+                Err(Retry::Again(next)) => hint = next.filter(|l| *l != leader),
+                Err(Retry::Fail(e)) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader(self.no_leader_message()));
+            }
+        }
+    }
+
+    async fn await_applied(&self, index: u64, deadline: Instant) -> Result<(), Error> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::NoLeader(format!("this peer did not apply up to index {index} within {timeout:?}")))
+    }
+
+    /// The current leader, waiting for one (up to the deadline) while none is known. With
+    /// `prefer`, the hint of a peer that just refused is tried first.
+    async fn await_leader(&self, prefer: Option<PeerId>, deadline: Instant) -> Result<PeerId, Error> {
+        if let Some(l) = prefer {
+            return Ok(l);
+        }
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow_and_update().current_leader {
+                return Ok(l);
+            }
+            if tokio::time::timeout_at(deadline.into(), rx.changed()).await.is_err() {
+                return Err(Error::NoLeader(self.no_leader_message()));
+            }
+        }
+    }
+
+    fn no_leader_message(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().voter_ids().next().is_none() {
+            "this peer is not part of an initialised cluster; run `switchboard cluster init URL...` or `cluster add`"
+                .into()
+        } else {
+            format!("no leader within {:?}: a majority of the peers is not reachable", self.request_timeout)
+        }
+    }
+
+    fn leader_addr(&self, leader: PeerId) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().get_node(&leader).map(|n| n.raft_addr.clone())
+    }
+
+    /// Sends a request to the leader. A connection that cannot be opened means nothing was
+    /// sent (retry); a failure after sending leaves the outcome unknown.
+    async fn forward(&self, leader: PeerId, request: Forward, deadline: Instant) -> Result<Forwarded, Retry> {
+        let Some(addr) = self.leader_addr(leader) else { return Err(Retry::Again(None)) };
+        let pooled = self.pool.lock().expect("pool lock").get_mut(&addr).and_then(|v| v.pop());
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => match Connection::connect(&addr, &self.secret, FORWARD_CONNECT_TIMEOUT).await {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(Retry::Fail(Error::Fatal(e.to_string())))
+                }
+                Err(_) => {
+                    // Leader unreachable: let Raft notice and elect, then try again.
+                    tokio::time::sleep_until(
+                        std::cmp::min(deadline, Instant::now() + Duration::from_millis(100)).into(),
+                    )
+                    .await;
+                    return Err(Retry::Again(None));
+                }
+            },
+        };
+        let request = Request::Forward(request);
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let response = match tokio::time::timeout(timeout, conn.call(&request)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Err(Retry::Fail(Error::Indeterminate(format!(
+                    "lost the leader while it handled the request: {e}"
+                ))))
+            }
+            Err(_) => {
+                return Err(Retry::Fail(Error::Indeterminate(format!("the leader did not answer within {timeout:?}"))))
+            }
+        };
+        self.pool.lock().expect("pool lock").entry(addr).or_default().push(conn);
+        match response {
+            Response::Forward(Ok(f)) => Ok(f),
+            Response::Forward(Err(ForwardError::NotLeader { leader })) => Err(Retry::Again(leader)),
+            Response::Forward(Err(ForwardError::Rejected(m))) => Err(Retry::Fail(Error::Conflict(m))),
+            Response::Forward(Err(ForwardError::Unavailable(m))) => Err(Retry::Fail(Error::Indeterminate(m))),
+            other => Err(Retry::Fail(Error::Fatal(format!("leader answered with {other:?}")))),
+        }
+    }
+
+    /// Serves a request another peer forwarded, as leader.
+    pub async fn serve_forwarded(&self, request: Forward) -> Result<Forwarded, ForwardError> {
+        let not_leader = |leader| ForwardError::NotLeader { leader };
+        match request {
+            Forward::Write(command) => match self.propose(command).await {
+                Ok(r) => Ok(Forwarded::Write(r)),
+                Err(Retry::Again(l)) => Err(not_leader(l)),
+                Err(Retry::Fail(e)) => Err(ForwardError::Unavailable(e.to_string())),
+            },
+            Forward::ReadIndex => match self.raft.get_read_log_id().await {
+                Ok((read, _)) => Ok(Forwarded::ReadIndex(read.map(|l| l.index).unwrap_or(0))),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_id)),
+                Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+            },
+            Forward::AddPeer { id, info } => self.add_as_leader(id, info).await,
+            Forward::RemovePeer { id } => self.remove_as_leader(id).await,
+        }
+    }
+
+    /// Forms a new cluster from peers given by their HTTP URLs (this one included or not).
+    pub async fn init(&self, urls: &[String]) -> Result<BTreeMap<PeerId, PeerInfo>, Error> {
+        let mut members = BTreeMap::new();
+        members.insert(self.id, self.info.clone());
+        for (i, url) in urls.iter().enumerate() {
+            let (id, info) = self.discover(&format!("peers[{i}]"), url).await?;
+            if let Some(existing) = members.get(&id) {
+                if *existing != info {
+                    return Err(Error::BadRequest {
+                        field: format!("peers[{i}]"),
+                        message: format!(
+                            "{url} reports id {id}, which {} already has; every peer needs its own --id",
+                            existing.http_addr
+                        ),
+                    });
+                }
+            }
+            members.insert(id, info);
+        }
+        match self.raft.initialize(members.clone()).await {
+            Ok(()) => {
+                tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialised");
+                Ok(members)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(Error::Conflict("this peer already belongs to an initialised cluster".into()))
+            }
+            Err(e) => Err(Error::Fatal(e.to_string())),
+        }
+    }
+
+    /// Adds the peer at `url`: as learner until it has caught up, then as voter.
+    pub async fn add_peer(&self, url: &str) -> Result<u64, Error> {
+        let (id, info) = self.discover("url", url).await?;
+        self.membership_op(Forward::AddPeer { id, info }).await
+    }
+
+    pub async fn remove_peer(&self, id: PeerId) -> Result<u64, Error> {
+        self.membership_op(Forward::RemovePeer { id }).await
+    }
+
+    async fn membership_op(&self, op: Forward) -> Result<u64, Error> {
+        // Membership changes wait for catch-up: give them more than a write's deadline.
+        let deadline = Instant::now() + self.request_timeout + CATCH_UP_TIMEOUT;
+        let leader = self.await_leader(None, deadline).await?;
+        let result = if leader == self.id {
+            self.serve_forwarded(op).await
+        } else {
+            match self.forward(leader, op, deadline).await {
+                Ok(f) => Ok(f),
+                Err(Retry::Again(_)) => Err(ForwardError::Unavailable("the leader changed; try again".into())),
+                Err(Retry::Fail(e)) => return Err(e),
+            }
+        };
+        match result {
+            Ok(Forwarded::Membership { log_index }) => Ok(log_index),
+            Ok(other) => Err(Error::Fatal(format!("unexpected answer {other:?}"))),
+            Err(ForwardError::Rejected(m)) => Err(Error::Conflict(m)),
+            Err(ForwardError::NotLeader { .. }) => Err(Error::NoLeader("the leader changed; try again".into())),
+            Err(ForwardError::Unavailable(m)) => Err(Error::Indeterminate(m)),
+        }
+    }
+
+    async fn add_as_leader(&self, id: PeerId, info: PeerInfo) -> Result<Forwarded, ForwardError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if membership.membership().voter_ids().any(|v| v == id) {
+            let known = membership.membership().get_node(&id).cloned().unwrap_or_default();
+            return if known == info {
+                Ok(Forwarded::Membership { log_index: membership.log_id().map(|l| l.index).unwrap_or(0) })
+            } else {
+                Err(ForwardError::Rejected(format!("peer id {id} is already a member at {}", known.http_addr)))
+            };
+        }
+        tracing::info!(peer = id, %info, "adding peer as learner");
+        let learner = tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(id, info.clone(), true)).await;
+        match learner {
+            Err(_) => {
+                return Err(ForwardError::Unavailable(format!(
+                    "peer {id} did not catch up within {CATCH_UP_TIMEOUT:?}; check that {} is reachable and uses the same cluster secret",
+                    info.raft_addr
+                )))
+            }
+            Ok(Err(e)) => return Err(membership_error(e)),
+            Ok(Ok(_)) => {}
+        }
+        tracing::info!(peer = id, "learner caught up; promoting to voter");
+        match self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {
+            Ok(r) => {
+                tracing::info!(peer = id, log_index = r.log_id.index, "membership changed: peer added");
+                Ok(Forwarded::Membership { log_index: r.log_id.index })
+            }
+            Err(e) => Err(membership_error(e)),
+        }
+    }
+
+    async fn remove_as_leader(&self, id: PeerId) -> Result<Forwarded, ForwardError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let m = membership.membership();
+        let change = if m.voter_ids().any(|v| v == id) {
+            if m.voter_ids().count() == 1 {
+                return Err(ForwardError::Rejected(format!(
+                    "peer {id} is the only voter; a cluster cannot remove its last member"
+                )));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if m.get_node(&id).is_some() {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(ForwardError::Rejected(format!("peer {id} is not a member of this cluster")));
+        };
+        match self.raft.change_membership(change, false).await {
+            Ok(r) => {
+                tracing::info!(peer = id, log_index = r.log_id.index, "membership changed: peer removed");
+                Ok(Forwarded::Membership { log_index: r.log_id.index })
+            }
+            Err(e) => Err(membership_error(e)),
+        }
+    }
+
+    /// Asks the peer at `url` who it is (`GET /v1/peer`).
+    async fn discover(&self, field: &str, url: &str) -> Result<(PeerId, PeerInfo), Error> {
+        #[derive(Deserialize)]
+        struct Identity {
+            id: PeerId,
+            #[serde(flatten)]
+            info: PeerInfo,
+        }
+        let bad = |message: String| Error::BadRequest { field: field.into(), message };
+        let endpoint = format!("{}/v1/peer", url.trim_end_matches('/'));
+        let response =
+            self.http.get(&endpoint).send().await.map_err(|e| bad(format!("cannot reach {endpoint}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(bad(format!("{endpoint} answered {}", response.status())));
+        }
+        let identity: Identity =
+            response.json().await.map_err(|e| bad(format!("{endpoint} is not a switchboard peer: {e}")))?;
+        Ok((identity.id, identity.info))
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let member = |id: PeerId| Member { id, info: membership.get_node(&id).cloned().unwrap_or_default() };
+        ClusterStatus {
+            id: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            state: format!("{:?}", m.state).to_lowercase(),
+            members: membership.voter_ids().map(member).collect(),
+            learners: membership.learner_ids().map(member).collect(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: self.commit_index(),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        }
+    }
+
+    /// Copies Raft's view into the Prometheus gauges; called at scrape time.
+    pub fn refresh_metrics(&self) {
+        let m = self.raft.metrics().borrow().clone();
+        self.metrics.term.set(m.current_term as i64);
+        self.metrics.leader_id.set(m.current_leader.unwrap_or(0) as i64);
+        self.metrics.is_leader.set((m.state == ServerState::Leader) as i64);
+        self.metrics.commit_index.set(self.commit_index() as i64);
+        self.metrics.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+        self.metrics.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+    }
+}
+
+enum Retry {
+    /// Nothing was done; try again, at the hinted leader if there is one.
+    Again(Option<PeerId>),
+    Fail(Error),
+}
+
+impl Retry {
+    fn or_fail_after(self, deadline: Instant, message: String) -> Retry {
+        if Instant::now() >= deadline {
+            Retry::Fail(Error::NoLeader(message))
+        } else {
+            self
+        }
+    }
+}
+
+fn membership_error(e: RaftError<PeerId, ClientWriteError<PeerId, PeerInfo>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader { leader: f.leader_id },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Rejected(c.to_string()),
+        other => ForwardError::Unavailable(other.to_string()),
+    }
+}
+
+/// Logs one line per election and membership change, as the operator's record.
+async fn log_raft_events(raft: Raft) {
+    let mut rx = raft.metrics();
+    let (mut leader, mut term, mut membership) = {
+        let m = rx.borrow_and_update();
+        (m.current_leader, m.current_term, m.membership_config.log_id().map(|l| l.index))
+    };
+    while rx.changed().await.is_ok() {
+        let m = rx.borrow_and_update().clone();
+        if m.current_leader != leader || m.current_term != term {
+            match m.current_leader {
+                Some(l) => tracing::info!(term = m.current_term, leader = l, state = ?m.state, "leader elected"),
+                None => tracing::info!(term = m.current_term, state = ?m.state, "no leader"),
+            }
+            leader = m.current_leader;
+            term = m.current_term;
+        }
+        let index = m.membership_config.log_id().map(|l| l.index);
+        if index != membership {
+            let mm = m.membership_config.membership();
+            tracing::info!(
+                log_index = ?index,
+                voters = ?mm.voter_ids().collect::<Vec<_>>(),
+                learners = ?mm.learner_ids().collect::<Vec<_>>(),
+                "membership"
+            );
+            membership = index;
+        }
+    }
+}

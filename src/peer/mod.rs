@@ -1,0 +1,15 @@
+//! A running peer: its Raft instance, its copy of the state, and the operations every entry
+//! point (HTTP, CLI through HTTP) uses: writes forwarded to the leader and batched there,
+//! linearizable or stale reads, and membership changes.
+
+// openraft's error types are large by design and cross this module.
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod core;
+mod proposer;
+mod rpc_server;
+
+pub use error::Error;
+pub use core::{ClusterStatus, Consistency, Member, Peer};
+pub use rpc_server::serve_rpc;

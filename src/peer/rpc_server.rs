@@ -1,0 +1,66 @@
+//! The listener on `--raft-addr`: Raft's own messages go to Raft, forwarded client
+//! requests to the [`Peer`].
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Peer;
+use crate::raft::rpc::{Connection, Request, Response};
+
+pub async fn serve_rpc(listener: TcpListener, peer: Arc<Peer>, shutdown: CancellationToken) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a peer connection failed");
+                    continue;
+                }
+            },
+        };
+        let peer = peer.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let conn = match Connection::accept(stream, peer.secret()).await {
+                Ok(Some(conn)) => conn,
+                Ok(None) => {
+                    tracing::warn!(%addr, "refused a peer connection: wrong cluster secret");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "peer handshake failed");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = serve_connection(conn, &peer) => {}
+            }
+        });
+    }
+}
+
+async fn serve_connection(mut conn: Connection, peer: &Peer) {
+    loop {
+        let request: Request = match conn.recv().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping peer connection");
+                return;
+            }
+        };
+        let response = match request {
+            Request::AppendEntries(r) => Response::AppendEntries(peer.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(peer.raft.vote(r).await),
+            Request::InstallSnapshot(r) => Response::InstallSnapshot(peer.raft.install_snapshot(r).await),
+            Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),
+        };
+        if conn.send(&response).await.is_err() {
+            return;
+        }
+    }
+}

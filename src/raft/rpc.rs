@@ -1,0 +1,172 @@
+//! The peer-to-peer protocol on `--raft-addr`.
+//!
+//! TCP, one request at a time per connection. A connection opens with a challenge: the
+//! server sends 32 random bytes, the client answers with HMAC-SHA256 of them under the
+//! cluster secret, and the server answers one byte, 1 (accepted) or 0 (refused, then it
+//! closes). The secret itself never crosses the wire. After that, requests and responses
+//! are bincode values in length-prefixed frames.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use super::types::{PeerId, PeerInfo, TypeConfig};
+use crate::state::{Command, Outcome};
+
+/// The largest frame either side accepts: a snapshot chunk or a batch of log entries.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+const NONCE_LEN: usize = 32;
+const CONTEXT: &[u8] = b"switchboard-raft-v1";
+
+/// The cluster secret; `None` only when a peer runs with `--insecure`.
+pub type Secret = Option<Arc<[u8]>>;
+
+type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<PeerId, E>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<PeerId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    Forward(Forward),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<PeerId>, RaftError>),
+    Vote(Result<VoteResponse<PeerId>, RaftError>),
+    InstallSnapshot(Result<InstallSnapshotResponse<PeerId>, RaftError<openraft::error::InstallSnapshotError>>),
+    Forward(Result<Forwarded, ForwardError>),
+}
+
+/// What a peer that is not the leader hands to the leader on a client's behalf.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forward {
+    /// Propose a command; answered with its outcome.
+    Write(Command),
+    /// Confirm leadership with a quorum; answered with the index a linearizable read must
+    /// wait for.
+    ReadIndex,
+    /// Add a peer as learner, wait for it to catch up, promote it to voter.
+    AddPeer { id: PeerId, info: PeerInfo },
+    /// Remove a peer from the membership.
+    RemovePeer { id: PeerId },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Write(Result<Outcome, crate::state::Error>),
+    ReadIndex(u64),
+    Membership { log_index: u64 },
+}
+
+/// Why the leader could not serve a forwarded request.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    /// The receiver is not (or no longer) the leader; the sender should look again.
+    #[error("peer is not the leader")]
+    NotLeader { leader: Option<PeerId> },
+    /// The request was refused for a reason the client must see.
+    #[error("{0}")]
+    Rejected(String),
+    /// The leader could not finish the request; it may or may not have taken effect.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// An authenticated connection from this peer to another.
+pub struct Connection {
+    framed: Framed<TcpStream, LengthDelimitedCodec>,
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
+}
+
+fn mac(secret: &Secret, nonce: &[u8]) -> [u8; 32] {
+    let key: &[u8] = secret.as_deref().unwrap_or(&[]);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(CONTEXT);
+    mac.update(nonce);
+    mac.finalize().into_bytes().into()
+}
+
+impl Connection {
+    pub async fn connect(addr: &str, secret: &Secret, timeout: Duration) -> io::Result<Self> {
+        tokio::time::timeout(timeout, Self::connect_inner(addr, secret))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr} timed out")))?
+    }
+
+    async fn connect_inner(addr: &str, secret: &Secret) -> io::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        stream.read_exact(&mut nonce).await?;
+        stream.write_all(&mac(secret, &nonce)).await?;
+        let mut verdict = [0u8; 1];
+        stream.read_exact(&mut verdict).await?;
+        if verdict[0] != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{addr} refused this peer's cluster secret; set the same SWITCHBOARD_CLUSTER_SECRET on every peer"
+                ),
+            ));
+        }
+        Ok(Self { framed: Framed::new(stream, codec()) })
+    }
+
+    /// The server side of the handshake. Returns `None` when the client failed it.
+    pub async fn accept(mut stream: TcpStream, secret: &Secret) -> io::Result<Option<Self>> {
+        stream.set_nodelay(true)?;
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        stream.write_all(&nonce).await?;
+        let mut answer = [0u8; 32];
+        stream.read_exact(&mut answer).await?;
+        let ok = match secret {
+            None => true,
+            Some(_) => {
+                let key: &[u8] = secret.as_deref().unwrap_or(&[]);
+                let mut check = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+                check.update(CONTEXT);
+                check.update(&nonce);
+                check.verify_slice(&answer).is_ok()
+            }
+        };
+        stream.write_all(&[ok as u8]).await?;
+        Ok(ok.then(|| Self { framed: Framed::new(stream, codec()) }))
+    }
+
+    pub async fn call(&mut self, request: &Request) -> io::Result<Response> {
+        self.send(request).await?;
+        self.recv().await?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed the connection"))
+    }
+
+    pub async fn send<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        let bytes = bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.framed.send(bytes::Bytes::from(bytes)).await
+    }
+
+    pub async fn recv<T: serde::de::DeserializeOwned>(&mut self) -> io::Result<Option<T>> {
+        match self.framed.next().await {
+            None => Ok(None),
+            Some(frame) => {
+                let frame = frame?;
+                bincode::deserialize(&frame).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        }
+    }
+}

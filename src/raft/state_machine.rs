@@ -1,0 +1,207 @@
+//! The state machine: the [`State`] in memory, snapshots in RocksDB.
+//!
+//! Applying is a pure function of the log (see `state/`), so the state itself is not
+//! written on every apply. A snapshot is taken every `snapshot_every` applied entries and
+//! persisted (synced) before Raft may purge the log it covers; a restarting peer loads the
+//! snapshot and Raft re-applies the committed entries after it.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Instant;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, ErrorSubject};
+use rocksdb::{WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::db::{synced, CF_SNAPSHOT};
+use super::log_store::{decode, encode, read_err, write_err};
+use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::metrics::Metrics;
+use crate::state::{BatchResult, State};
+
+const KEY_CURRENT: &[u8] = b"current";
+
+/// The applied state, as readers see it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub state: State,
+}
+
+/// A handle on the applied state, shared by the state machine (writer) and the HTTP and
+/// DNS layers (readers).
+#[derive(Clone)]
+pub struct SharedState {
+    inner: Arc<RwLock<Applied>>,
+    applied_tx: Arc<watch::Sender<u64>>,
+}
+
+impl SharedState {
+    fn new(applied: Applied) -> Self {
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        Self { inner: Arc::new(RwLock::new(applied)), applied_tx: Arc::new(watch::channel(index).0) }
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.inner.read().expect("state lock poisoned")
+    }
+
+    /// The applied index, updated after every apply and snapshot install.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    fn replace(&self, f: impl FnOnce(&mut Applied)) {
+        let index = {
+            let mut guard = self.inner.write().expect("state lock poisoned");
+            f(&mut guard);
+            guard.last_applied.map(|l| l.index).unwrap_or(0)
+        };
+        self.applied_tx.send_replace(index);
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    shared: SharedState,
+    metrics: Arc<Metrics>,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring the last snapshot if there is one.
+    pub fn open(db: Arc<DB>, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
+        let cf = db.cf_handle(CF_SNAPSHOT).expect("snapshot column family");
+        let applied = match db.get_cf(cf, KEY_CURRENT).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))? {
+            None => Applied::default(),
+            Some(bytes) => {
+                let stored: StoredSnapshot = decode(&bytes).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
+                let state: State = decode(&stored.data).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
+                tracing::info!(last_applied = ?stored.meta.last_log_id, "restored state from snapshot");
+                Applied { last_applied: stored.meta.last_log_id, membership: stored.meta.last_membership, state }
+            }
+        };
+        Ok(Self { shared: SharedState::new(applied), db, metrics })
+    }
+
+    pub fn shared(&self) -> SharedState {
+        self.shared.clone()
+    }
+
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let cf = self.db.cf_handle(CF_SNAPSHOT).expect("snapshot column family");
+        let bytes = self.db.get_cf(cf, KEY_CURRENT).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
+        bytes.map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))).transpose()
+    }
+
+    async fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let subject = ErrorSubject::Snapshot(Some(stored.meta.signature()));
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db.cf_handle(CF_SNAPSHOT).expect("snapshot"), KEY_CURRENT, encode(stored));
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
+            .await
+            .map_err(|e| write_err(subject.clone(), std::io::Error::other(e)))?
+            .map_err(|e| write_err(subject, e))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = Instant::now();
+        let (meta, data) = {
+            let applied = self.shared.read();
+            let id = match applied.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
+                None => format!("empty-{}", rand::random::<u32>()),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id: id,
+            };
+            (meta, encode(&applied.state))
+        };
+        let stored = StoredSnapshot { meta, data };
+        self.persist_snapshot(&stored).await?;
+        self.metrics.snapshots_built.inc();
+        tracing::info!(
+            last_applied = ?stored.meta.last_log_id,
+            bytes = stored.data.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
+        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.shared.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let started = Instant::now();
+        let mut results = Vec::new();
+        self.shared.replace(|applied| {
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                results.push(match entry.payload {
+                    EntryPayload::Blank => BatchResult::default(),
+                    EntryPayload::Normal(batch) => applied.state.apply_batch(entry.log_id.index, &batch),
+                    EntryPayload::Membership(m) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), m);
+                        BatchResult::default()
+                    }
+                });
+            }
+        });
+        self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state: State = decode(&data).map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.persist_snapshot(&stored).await?;
+        self.shared.replace(|applied| {
+            *applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
+        });
+        self.metrics.snapshots_installed.inc();
+        tracing::info!(last_applied = ?meta.last_log_id, bytes = stored.data.len(), "snapshot installed from leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.load_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

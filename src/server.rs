@@ -1,0 +1,71 @@
+//! Running one peer: bind the listeners, start Raft, serve until shut down.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::http::{router, AppState};
+use crate::metrics::Metrics;
+use crate::peer::{self, serve_rpc, Peer};
+use crate::raft::rpc::Secret;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Peer(#[from] peer::Error),
+    #[error("refusing to start without a cluster secret: set SWITCHBOARD_CLUSTER_SECRET (the same on every peer), or pass --insecure on a trusted test machine")]
+    NoSecret,
+}
+
+/// What a peer needs besides its configuration.
+pub struct Secrets {
+    pub cluster: Option<String>,
+    pub admin_token: Option<String>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr: addr.into(), source })
+}
+
+/// Runs a peer until `shutdown` is cancelled.
+pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.check()?;
+    let secret: Secret = match (secrets.cluster.filter(|s| !s.is_empty()), config.insecure) {
+        (Some(s), _) => Some(Arc::from(s.into_bytes())),
+        (None, true) => {
+            tracing::warn!("running with --insecure: peer RPC is not authenticated");
+            None
+        }
+        (None, false) => return Err(ServeError::NoSecret),
+    };
+    let raft_listener = bind("peer RPC (--raft-addr)", &config.raft_addr).await?;
+    let http_listener = bind("HTTP (--http-addr)", &config.http_addr).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let peer = Peer::start(&config, secret, metrics).await?;
+    tracing::info!(id = config.id, raft = %config.raft_addr, http = %config.http_addr, data_dir = %config.data_dir.display(), "peer started");
+
+    let rpc = tokio::spawn(serve_rpc(raft_listener, peer.clone(), shutdown.clone()));
+    let app = router(AppState {
+        peer: peer.clone(),
+        admin_token: secrets.admin_token.filter(|t| !t.is_empty()).map(Arc::from),
+        max_body_bytes: config.http.max_body_bytes,
+    });
+    let http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
+    });
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    let _ = peer.raft.shutdown().await;
+    let _ = rpc.await;
+    let _ = http.await;
+    Ok(())
+}
