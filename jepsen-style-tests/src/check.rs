@@ -1,0 +1,41 @@
+//! `jepsen check`: judge a history file with the checker of its workload.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::checker::{self, Report};
+use crate::history;
+
+/// Which kind of history: which checker applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Keys as registers (read, write, cas): checked for linearizability.
+    Register,
+    /// Unique adds and reads of a set: checked for completeness.
+    Set,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+        }
+    }
+}
+
+/// Judges a list of events.
+pub fn check_events(workload: Workload, events: &[history::Event], budget: Duration) -> Result<Report, String> {
+    let ops = history::pair(events).map_err(|e| format!("malformed history: {e}"))?;
+    Ok(match workload {
+        Workload::Register => checker::linearizable::check(&ops, budget),
+        Workload::Set => checker::set::check(&ops),
+    })
+}
+
+/// Reads and judges a history file; `Err` when the file cannot be read or is malformed.
+pub fn check_file(workload: Workload, path: &Path, budget: Duration) -> Result<Report, String> {
+    let events = history::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    check_events(workload, &events, budget).map_err(|e| format!("{}: {e}", path.display()))
+}
