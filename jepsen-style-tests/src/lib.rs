@@ -5,3 +5,4 @@
 pub mod check;
 pub mod checker;
 pub mod history;
+pub mod run;

@@ -29,6 +29,10 @@ enum Command {
         /// A history in JSON lines (see docs/jepsen.md).
         file: PathBuf,
     },
+    /// Start peers in network namespaces, run the workloads under faults, check. Needs root.
+    Run(jepsen::run::RunArgs),
+    /// Remove network namespaces and links that an interrupted run left behind.
+    Cleanup,
 }
 
 fn main() -> ExitCode {
@@ -50,5 +54,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Run(args) => ExitCode::from(jepsen::run::run(args) as u8),
+        Command::Cleanup => match jepsen::run::topology::cleanup_leftovers() {
+            Ok(removed) if removed.is_empty() => {
+                println!("jepsen cleanup: nothing to remove");
+                ExitCode::SUCCESS
+            }
+            Ok(removed) => {
+                for r in removed {
+                    println!("jepsen cleanup: removed {r}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jepsen cleanup: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }

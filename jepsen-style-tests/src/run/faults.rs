@@ -1,0 +1,215 @@
+//! Executes scheduled faults against the peers and the network, and records when each one
+//! really started and was healed: the fault timeline.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::nemesis::{grudges, Fault, Scheduled, Target};
+use super::peers::{self, Peers};
+use super::topology::{peer_ip, peer_ns};
+use super::{http, sh};
+
+/// What happened to one scheduled fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub index: usize,
+    pub fault: Fault,
+    /// What it did, with "the leader" resolved, e.g. "isolate peer 2 (leader)".
+    pub description: String,
+    /// Seconds since the workload started; `None` when it never fired.
+    pub started: Option<f64>,
+    pub healed: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+/// The active fault and how to undo it.
+enum Undo {
+    Firewall(Vec<u64>),
+    Restart(u64),
+    Resume(u64),
+    Netem,
+}
+
+pub struct Injector {
+    start: Instant,
+    active: Option<(Record, Undo)>,
+    pub records: Vec<Record>,
+}
+
+impl Injector {
+    pub fn new(start: Instant) -> Self {
+        Injector { start, active: None, records: Vec::new() }
+    }
+
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Fires a fault. A failure to inject is recorded (and makes coverage fail), not fatal.
+    pub fn fire(&mut self, scheduled: &Scheduled, peers: &mut Peers) {
+        let ids = peers.ids();
+        let mut record = Record {
+            index: scheduled.index,
+            fault: scheduled.fault.clone(),
+            description: String::new(),
+            started: None,
+            healed: None,
+            errors: Vec::new(),
+        };
+        let result = match &scheduled.fault {
+            Fault::Kill { target } => {
+                let (id, how) = resolve(*target, &ids);
+                record.description = format!("kill -9 peer {id}{how}");
+                peers.kill(id).map(|_| Undo::Restart(id))
+            }
+            Fault::Pause { target } => {
+                let (id, how) = resolve(*target, &ids);
+                record.description = format!("SIGSTOP peer {id}{how}");
+                peers.pause(id).map(|_| Undo::Resume(id))
+            }
+            Fault::Netem { delay_ms, jitter_ms, loss_percent } => {
+                record.description =
+                    format!("netem delay {delay_ms}ms ±{jitter_ms}ms, loss {loss_percent}% on every peer");
+                netem(&ids, *delay_ms, *jitter_ms, *loss_percent).map(|_| Undo::Netem)
+            }
+            partition => {
+                let leader = leader(&ids);
+                let cut = grudges(partition, &ids, leader);
+                record.description = describe_partition(partition, &cut, leader);
+                firewall(&cut).map(|_| Undo::Firewall(ids.clone()))
+            }
+        };
+        match result {
+            Ok(undo) => {
+                record.started = Some(self.now());
+                self.active = Some((record, undo));
+            }
+            Err(e) => {
+                record.errors.push(e);
+                self.records.push(record);
+            }
+        }
+    }
+
+    /// Heals the active fault, if any.
+    pub fn heal(&mut self, peers: &mut Peers) {
+        let Some((mut record, undo)) = self.active.take() else { return };
+        let result = match undo {
+            Undo::Firewall(ids) => clear_firewall(&ids),
+            Undo::Restart(id) => peers.start(id),
+            Undo::Resume(id) => peers.resume(id),
+            Undo::Netem => clear_netem(&peers.ids()),
+        };
+        match result {
+            Ok(()) => record.healed = Some(self.now()),
+            Err(e) => record.errors.push(format!("heal: {e}")),
+        }
+        self.records.push(record);
+    }
+}
+
+/// Undoes every kind of fault on every peer, whatever is active: the final heal.
+pub fn heal_everything(peers: &mut Peers) -> Result<(), String> {
+    let ids = peers.ids();
+    let mut errors = Vec::new();
+    if let Err(e) = clear_firewall(&ids) {
+        errors.push(e);
+    }
+    if let Err(e) = clear_netem(&ids) {
+        errors.push(e);
+    }
+    if let Err(e) = peers.heal_all() {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+fn resolve(target: Target, ids: &[u64]) -> (u64, &'static str) {
+    match target {
+        Target::Node { id } => (id, ""),
+        Target::Leader { fallback } => match leader(ids) {
+            Some(id) => (id, " (leader)"),
+            None => (fallback, " (no leader known; seeded fallback)"),
+        },
+    }
+}
+
+/// The leader most peers name, asking each briefly.
+pub fn leader(ids: &[u64]) -> Option<u64> {
+    let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+    for &id in ids {
+        if let Ok(r) = http::get(peers::http_addr(id), "/v1/cluster", Duration::from_millis(500)) {
+            if let Some(l) = r.body.get("leader").and_then(Value::as_u64) {
+                *votes.entry(l).or_default() += 1;
+            }
+        }
+    }
+    votes.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id)
+}
+
+fn describe_partition(
+    fault: &Fault,
+    cut: &BTreeMap<u64, std::collections::BTreeSet<u64>>,
+    leader: Option<u64>,
+) -> String {
+    let what = match fault {
+        Fault::IsolateLeader { fallback } => match leader {
+            Some(l) => format!("isolate the leader, peer {l}"),
+            None => format!("isolate peer {fallback} (no leader known)"),
+        },
+        Fault::Halves { minority } => format!("cut minority {minority:?} from the rest"),
+        Fault::Bridge { bridge, left, right } => format!("{left:?} | {right:?}, bridged by peer {bridge}"),
+        Fault::Ring { order } => format!("ring {order:?}"),
+        _ => String::new(),
+    };
+    let links: Vec<String> = cut.iter().map(|(a, bs)| format!("{a}x{bs:?}")).collect();
+    format!("partition: {what} (drops: {})", links.join(" "))
+}
+
+/// Each peer drops what comes from the peers it holds a grudge against. Clients talk from
+/// the host address, which no rule names, so they still reach every peer.
+fn firewall(cut: &BTreeMap<u64, std::collections::BTreeSet<u64>>) -> Result<(), String> {
+    for (peer, from) in cut {
+        for other in from {
+            let src = peer_ip(*other).to_string();
+            sh::in_netns(&peer_ns(*peer), "iptables", &["-w", "-A", "INPUT", "-s", &src, "-j", "DROP"])?;
+        }
+    }
+    Ok(())
+}
+
+fn clear_firewall(ids: &[u64]) -> Result<(), String> {
+    for &id in ids {
+        sh::in_netns(&peer_ns(id), "iptables", &["-w", "-F", "INPUT"])?;
+    }
+    Ok(())
+}
+
+fn netem(ids: &[u64], delay_ms: u32, jitter_ms: u32, loss: u32) -> Result<(), String> {
+    for &id in ids {
+        let (d, j, l) = (format!("{delay_ms}ms"), format!("{jitter_ms}ms"), format!("{loss}%"));
+        sh::in_netns(
+            &peer_ns(id),
+            "tc",
+            &["qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &d, &j, "loss", &l],
+        )?;
+    }
+    Ok(())
+}
+
+fn clear_netem(ids: &[u64]) -> Result<(), String> {
+    for &id in ids {
+        let current = sh::in_netns(&peer_ns(id), "tc", &["qdisc", "show", "dev", "eth0"])?;
+        if current.contains("netem") {
+            sh::in_netns(&peer_ns(id), "tc", &["qdisc", "del", "dev", "eth0", "root"])?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! The fault schedule: which faults, when and for how long, drawn from a seed before the
+//! run starts, so that the same seed gives the same schedule. Only "the leader" is
+//! resolved when the fault fires; the schedule carries a seeded fallback for when no
+//! leader is known.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// A family of faults, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nemesis {
+    /// Network partitions between peers (iptables); clients still reach every peer.
+    Partition,
+    /// kill -9 a peer, restart it at the heal.
+    Kill,
+    /// SIGSTOP a peer, SIGCONT at the heal.
+    Pause,
+    /// Delay and loss on every peer's link (tc netem).
+    Netem,
+}
+
+impl Nemesis {
+    pub const ALL: [Nemesis; 4] = [Nemesis::Partition, Nemesis::Kill, Nemesis::Pause, Nemesis::Netem];
+
+    pub fn parse_list(list: &str) -> Result<Vec<Nemesis>, String> {
+        let mut out = BTreeSet::new();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "partition" => out.insert(Nemesis::Partition),
+                "kill" => out.insert(Nemesis::Kill),
+                "pause" => out.insert(Nemesis::Pause),
+                "netem" | "delay" | "loss" => out.insert(Nemesis::Netem),
+                "all" => {
+                    out.extend(Nemesis::ALL);
+                    true
+                }
+                "none" => true,
+                other => return Err(format!(
+                    "unknown nemesis '{other}'; choose from partition, kill, pause, netem (or delay, loss), all, none"
+                )),
+            };
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+/// Which peer a process fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The leader when the fault fires (`fallback` when none is known).
+    Leader {
+        fallback: u64,
+    },
+    Node {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// The leader (when it fires) alone on one side.
+    IsolateLeader {
+        fallback: u64,
+    },
+    /// A minority cut off from the majority.
+    Halves {
+        minority: Vec<u64>,
+    },
+    /// Two halves that cannot talk, and one peer that talks to both.
+    Bridge {
+        bridge: u64,
+        left: Vec<u64>,
+        right: Vec<u64>,
+    },
+    /// Each peer talks to its two neighbours in a ring only (5 peers).
+    Ring {
+        order: Vec<u64>,
+    },
+    Kill {
+        target: Target,
+    },
+    Pause {
+        target: Target,
+    },
+    Netem {
+        delay_ms: u32,
+        jitter_ms: u32,
+        loss_percent: u32,
+    },
+}
+
+impl Fault {
+    pub fn nemesis(&self) -> Nemesis {
+        match self {
+            Fault::IsolateLeader { .. } | Fault::Halves { .. } | Fault::Bridge { .. } | Fault::Ring { .. } => {
+                Nemesis::Partition
+            }
+            Fault::Kill { .. } => Nemesis::Kill,
+            Fault::Pause { .. } => Nemesis::Pause,
+            Fault::Netem { .. } => Nemesis::Netem,
+        }
+    }
+}
+
+/// One fault of the schedule: it fires `at` after the workload starts and is healed
+/// `duration` later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scheduled {
+    pub index: usize,
+    #[serde(serialize_with = "secs")]
+    pub at: Duration,
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    pub fault: Fault,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Quiet time at the start, so the workload has a baseline.
+const LEAD_IN: Duration = Duration::from_secs(3);
+/// Faults last 5-9 s: long enough for an election (1-2 s) and some progress after it.
+const MIN_FAULT_MS: u64 = 5_000;
+const MAX_FAULT_MS: u64 = 9_000;
+/// Healthy gaps of 3-5 s between faults.
+const MIN_GAP_MS: u64 = 3_000;
+const MAX_GAP_MS: u64 = 5_000;
+
+/// The faults of a run of `time`, from `seed`. Families take turns in a seeded order, so
+/// even a short run has every family requested.
+pub fn schedule(seed: u64, nemeses: &[Nemesis], peers: &[u64], time: Duration) -> Vec<Scheduled> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    if nemeses.is_empty() || peers.is_empty() {
+        return out;
+    }
+    let mut turn: Vec<Nemesis> = Vec::new();
+    let mut t = LEAD_IN;
+    loop {
+        let duration = Duration::from_millis(rng.gen_range(MIN_FAULT_MS..=MAX_FAULT_MS));
+        if t + duration + Duration::from_secs(1) > time {
+            break;
+        }
+        if turn.is_empty() {
+            turn = nemeses.to_vec();
+            turn.shuffle(&mut rng);
+        }
+        let nemesis = turn.pop().unwrap_or(Nemesis::Partition);
+        let fault = draw(&mut rng, nemesis, peers);
+        out.push(Scheduled { index: out.len(), at: t, duration, fault });
+        t += duration + Duration::from_millis(rng.gen_range(MIN_GAP_MS..=MAX_GAP_MS));
+    }
+    out
+}
+
+fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64]) -> Fault {
+    let any = |rng: &mut ChaCha8Rng| peers[rng.gen_range(0..peers.len())];
+    let target = |rng: &mut ChaCha8Rng| {
+        let fallback = any(rng);
+        if rng.gen_bool(0.5) {
+            Target::Leader { fallback }
+        } else {
+            Target::Node { id: fallback }
+        }
+    };
+    match nemesis {
+        Nemesis::Partition => {
+            let kinds = if peers.len() >= 5 { 4 } else { 3 };
+            let mut shuffled = peers.to_vec();
+            shuffled.shuffle(rng);
+            match rng.gen_range(0..kinds) {
+                0 => Fault::IsolateLeader { fallback: any(rng) },
+                1 => {
+                    let mut minority = shuffled[..(peers.len() - 1) / 2].to_vec();
+                    minority.sort();
+                    Fault::Halves { minority }
+                }
+                2 => {
+                    let bridge = shuffled[0];
+                    let rest = &shuffled[1..];
+                    let (mut left, mut right) = (rest[..rest.len() / 2].to_vec(), rest[rest.len() / 2..].to_vec());
+                    left.sort();
+                    right.sort();
+                    Fault::Bridge { bridge, left, right }
+                }
+                _ => Fault::Ring { order: shuffled },
+            }
+        }
+        Nemesis::Kill => Fault::Kill { target: target(rng) },
+        Nemesis::Pause => Fault::Pause { target: target(rng) },
+        Nemesis::Netem => Fault::Netem {
+            delay_ms: rng.gen_range(20..=150),
+            jitter_ms: rng.gen_range(0..=50),
+            loss_percent: rng.gen_range(0..=15),
+        },
+    }
+}
+
+/// For a partition: which peers each peer refuses traffic from. Symmetric.
+pub fn grudges(fault: &Fault, peers: &[u64], leader: Option<u64>) -> BTreeMap<u64, BTreeSet<u64>> {
+    let mut cut: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut sever = |a: u64, b: u64| {
+        if a != b {
+            cut.entry(a).or_default().insert(b);
+            cut.entry(b).or_default().insert(a);
+        }
+    };
+    match fault {
+        Fault::IsolateLeader { fallback } => {
+            let alone = leader.unwrap_or(*fallback);
+            for &p in peers {
+                sever(alone, p);
+            }
+        }
+        Fault::Halves { minority } => {
+            for &a in minority {
+                for &b in peers.iter().filter(|p| !minority.contains(p)) {
+                    sever(a, b);
+                }
+            }
+        }
+        Fault::Bridge { left, right, .. } => {
+            for &a in left {
+                for &b in right {
+                    sever(a, b);
+                }
+            }
+        }
+        Fault::Ring { order } => {
+            let n = order.len();
+            for i in 0..n {
+                for j in 0..n {
+                    let distance = (i + n - j) % n;
+                    if distance != 0 && distance != 1 && distance != n - 1 {
+                        sever(order[i], order[j]);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule() {
+        let peers = [1, 2, 3, 4, 5];
+        let all = Nemesis::ALL;
+        let a = schedule(7, &all, &peers, Duration::from_secs(120));
+        assert_eq!(a, schedule(7, &all, &peers, Duration::from_secs(120)));
+        assert_ne!(a, schedule(8, &all, &peers, Duration::from_secs(120)));
+        for s in &a {
+            assert!(s.at + s.duration <= Duration::from_secs(120));
+        }
+        for w in a.windows(2) {
+            assert!(w[0].at + w[0].duration < w[1].at, "faults overlap: {w:?}");
+        }
+    }
+
+    #[test]
+    fn a_short_run_has_every_family_asked_for() {
+        let nemeses = [Nemesis::Partition, Nemesis::Kill, Nemesis::Pause];
+        for seed in 0..20 {
+            let s = schedule(seed, &nemeses, &[1, 2, 3], Duration::from_secs(60));
+            for n in nemeses {
+                assert!(s.iter().any(|f| f.fault.nemesis() == n), "seed {seed} lacks {n:?}: {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_keep_a_majority_and_are_symmetric() {
+        let peers = [1, 2, 3, 4, 5];
+        let halves = grudges(&Fault::Halves { minority: vec![2, 4] }, &peers, None);
+        assert_eq!(halves[&2], BTreeSet::from([1, 3, 5]));
+        assert_eq!(halves[&1], BTreeSet::from([2, 4]));
+        let leader = grudges(&Fault::IsolateLeader { fallback: 1 }, &peers, Some(3));
+        assert_eq!(leader[&3], BTreeSet::from([1, 2, 4, 5]));
+        assert_eq!(leader[&1], BTreeSet::from([3]));
+        let ring = grudges(&Fault::Ring { order: vec![1, 2, 3, 4, 5] }, &peers, None);
+        assert_eq!(ring[&1], BTreeSet::from([3, 4]));
+        assert_eq!(ring[&3], BTreeSet::from([1, 5]));
+        let bridge = grudges(&Fault::Bridge { bridge: 2, left: vec![1], right: vec![3] }, &[1, 2, 3], None);
+        assert!(!bridge.contains_key(&2));
+        assert_eq!(bridge[&1], BTreeSet::from([3]));
+        for (a, bs) in ring.iter().chain(&halves) {
+            for b in bs {
+                assert!(ring.get(b).is_some_and(|s| s.contains(a)) || halves[b].contains(a));
+            }
+        }
+    }
+
+    #[test]
+    fn nemesis_lists() {
+        assert_eq!(Nemesis::parse_list("kill, partition,kill").unwrap(), vec![Nemesis::Partition, Nemesis::Kill]);
+        assert_eq!(Nemesis::parse_list("delay").unwrap(), vec![Nemesis::Netem]);
+        assert!(Nemesis::parse_list("clock").unwrap_err().contains("unknown nemesis 'clock'"));
+    }
+}

@@ -1,0 +1,229 @@
+//! The switchboard processes: one per network namespace, started with `ip netns exec`
+//! (which execs, so the child's pid is the peer's), logging to `peers/peer-N.log`.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::topology::{peer_ip, peer_ns};
+
+pub const RAFT_PORT: u16 = 7000;
+pub const HTTP_PORT: u16 = 8000;
+pub const DNS_PORT: u16 = 5300;
+
+pub fn http_addr(id: u64) -> SocketAddr {
+    SocketAddr::from((peer_ip(id), HTTP_PORT))
+}
+
+pub fn http_url(id: u64) -> String {
+    format!("http://{}", http_addr(id))
+}
+
+/// How the peers are started.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub binary: PathBuf,
+    /// The run folder; peers keep data in `peers/nN/` and log to `peers/peer-N.log`.
+    pub dir: PathBuf,
+    pub secret: String,
+    /// Extra `SWITCHBOARD_*` settings (e.g. a short request timeout).
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Paused,
+    /// Killed by the nemesis, to be restarted.
+    Killed,
+    /// Exited on its own.
+    Exited(Option<i32>),
+}
+
+struct Peer {
+    child: Option<Child>,
+    state: State,
+}
+
+/// Every peer process of the run. Must be driven from one thread: the peers are tied to the
+/// thread that started them (they get SIGKILL when it ends).
+pub struct Peers {
+    config: PeerConfig,
+    peers: BTreeMap<u64, Peer>,
+}
+
+impl Peers {
+    pub fn new(config: PeerConfig, ids: &[u64]) -> Result<Peers, String> {
+        std::fs::create_dir_all(config.dir.join("peers"))
+            .map_err(|e| format!("cannot create {}: {e}", config.dir.join("peers").display()))?;
+        let peers = ids.iter().map(|&id| (id, Peer { child: None, state: State::Killed })).collect();
+        Ok(Peers { config, peers })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        log_path(&self.config.dir, id)
+    }
+
+    pub fn state(&self, id: u64) -> Option<State> {
+        self.peers.get(&id).map(|p| p.state)
+    }
+
+    /// Starts (or restarts) a peer; its log is appended to.
+    pub fn start(&mut self, id: u64) -> Result<(), String> {
+        let dir = &self.config.dir;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(dir, id))
+            .map_err(|e| format!("cannot open {}: {e}", log_path(dir, id).display()))?;
+        let log2 = log.try_clone().map_err(|e| format!("cannot open log of peer {id}: {e}"))?;
+        let ip = peer_ip(id);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &peer_ns(id)])
+            .arg(&self.config.binary)
+            .arg("serve")
+            .args(["--id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join("peers").join(format!("n{id}")))
+            .args(["--raft-addr", &format!("{ip}:{RAFT_PORT}")])
+            .args(["--http-addr", &format!("{ip}:{HTTP_PORT}")])
+            .args(["--dns-addr", &format!("{ip}:{DNS_PORT}")])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("SWITCHBOARD_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("SWITCHBOARD_CLUSTER_SECRET", &self.config.secret);
+        for (k, v) in &self.config.env {
+            cmd.env(k, v);
+        }
+        // SAFETY: prctl between fork and exec; the peer gets SIGKILL if this thread ends,
+        // so no peer outlives the runner even when the runner itself is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child =
+            cmd.spawn().map_err(|e| format!("cannot start peer {id} ({}): {e}", self.config.binary.display()))?;
+        let peer = self.peers.get_mut(&id).ok_or_else(|| format!("no peer {id}"))?;
+        peer.child = Some(child);
+        peer.state = State::Running;
+        Ok(())
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self, id: u64) -> Result<(), String> {
+        let peer = self.peers.get_mut(&id).ok_or_else(|| format!("no peer {id}"))?;
+        let Some(child) = peer.child.as_mut() else { return Err(format!("peer {id} is not running")) };
+        child.kill().map_err(|e| format!("cannot kill peer {id}: {e}"))?;
+        child.wait().map_err(|e| format!("cannot reap peer {id}: {e}"))?;
+        peer.child = None;
+        peer.state = State::Killed;
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: u64) -> Result<(), String> {
+        self.signal(id, libc::SIGSTOP)?;
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.state = State::Paused;
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u64) -> Result<(), String> {
+        self.signal(id, libc::SIGCONT)?;
+        if let Some(p) = self.peers.get_mut(&id) {
+            if p.state == State::Paused {
+                p.state = State::Running;
+            }
+        }
+        Ok(())
+    }
+
+    fn signal(&self, id: u64, signal: i32) -> Result<(), String> {
+        let pid = self.peers.get(&id).and_then(|p| p.child.as_ref()).map(|c| c.id());
+        let Some(pid) = pid else { return Err(format!("peer {id} is not running")) };
+        // SAFETY: a signal to our own child.
+        if unsafe { libc::kill(pid as i32, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(format!("cannot signal peer {id}: {}", std::io::Error::last_os_error()))
+        }
+    }
+
+    /// Peers that exited on their own since the last look (the nemesis never does that).
+    pub fn reap_exited(&mut self) -> Vec<(u64, ExitStatus)> {
+        let mut exited = Vec::new();
+        for (&id, peer) in &mut self.peers {
+            if let Some(child) = peer.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((id, status));
+                    peer.child = None;
+                    peer.state = State::Exited(status.code());
+                }
+            }
+        }
+        exited
+    }
+
+    /// Resumes paused peers and restarts killed ones.
+    pub fn heal_all(&mut self) -> Result<(), String> {
+        for id in self.ids() {
+            match self.state(id) {
+                Some(State::Paused) => self.resume(id)?,
+                Some(State::Killed) => self.start(id)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to every peer, then SIGKILL to what is left after `grace`.
+    pub fn stop_all(&mut self, grace: Duration) {
+        for id in self.ids() {
+            let _ = self.signal(id, libc::SIGCONT);
+            let _ = self.signal(id, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        for peer in self.peers.values_mut() {
+            if let Some(child) = peer.child.as_mut() {
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            peer.child = None;
+        }
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.config.dir.join("peers").join(format!("n{id}"))
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        self.stop_all(Duration::from_secs(2));
+    }
+}
+
+pub fn log_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join("peers").join(format!("peer-{id}.log"))
+}

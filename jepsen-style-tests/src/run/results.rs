@@ -1,0 +1,168 @@
+//! The verdict of a run and results.json: the checkers on the history, coverage,
+//! convergence, panics. A harness failure never gets here (it is always "unknown").
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::checks::{self, Convergence, Coverage};
+use super::faults::Record;
+use super::workload::SET_KEY;
+use super::RunArgs;
+use crate::check::{check_events, Workload};
+use crate::checker::{Report, Validity};
+use crate::history::{Event, Type};
+
+pub struct Inputs<'a> {
+    pub workloads: &'a [Workload],
+    pub events: &'a [Event],
+    pub faults: &'a [Record],
+    pub convergence: Convergence,
+    pub panics: Vec<String>,
+    pub unexpected_exits: Vec<String>,
+    pub budget: Duration,
+    pub final_heal: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub valid: Validity,
+    /// One line per reason the run is not valid.
+    pub problems: Vec<String>,
+    pub checkers: Vec<Report>,
+    pub coverage: Vec<Coverage>,
+    pub convergence: Convergence,
+    pub panics: Vec<String>,
+    pub unexpected_exits: Vec<String>,
+    pub operations: serde_json::Value,
+    pub final_heal: f64,
+}
+
+impl Outcome {
+    pub fn judge(i: Inputs) -> Outcome {
+        let mut problems: Vec<(Validity, String)> = Vec::new();
+        let mut checkers = Vec::new();
+        for &w in i.workloads {
+            let events: Vec<Event> =
+                i.events.iter().filter(|e| (e.key == SET_KEY) == (w == Workload::Set)).cloned().collect();
+            match check_events(w, &events, i.budget) {
+                Ok(report) => {
+                    if report.valid != Validity::Valid {
+                        problems.push((report.valid, format!("{}: {}", report.checker, report.summary)));
+                    }
+                    checkers.push(report);
+                }
+                Err(e) => problems.push((Validity::Unknown, format!("{} history: {e}", w.name()))),
+            }
+        }
+        let coverage = checks::coverage(i.faults, i.events);
+        for c in coverage.iter().filter(|c| !c.passed) {
+            let why = if !c.fired {
+                "did not fire".to_string()
+            } else if !c.healed {
+                "was not healed".to_string()
+            } else {
+                "no operation succeeded while it was active".to_string()
+            };
+            problems.push((Validity::Unknown, format!("coverage: fault {} ({}) {why}", c.fault, c.description)));
+        }
+        if !i.convergence.converged {
+            problems
+                .push((Validity::Invalid, format!("no convergence after the final heal: {}", i.convergence.message)));
+        }
+        for p in &i.panics {
+            problems.push((Validity::Invalid, format!("panic: {p}")));
+        }
+        for e in &i.unexpected_exits {
+            problems.push((Validity::Invalid, e.clone()));
+        }
+        let count = |t: Type| i.events.iter().filter(|e| e.kind == t).count();
+        if count(Type::Ok) == 0 {
+            problems.push((Validity::Unknown, "no operation succeeded at all".into()));
+        }
+        let valid = problems.iter().map(|(v, _)| *v).max().unwrap_or(Validity::Valid);
+        Outcome {
+            valid,
+            problems: problems.into_iter().map(|(_, p)| p).collect(),
+            checkers,
+            coverage,
+            convergence: i.convergence,
+            panics: i.panics,
+            unexpected_exits: i.unexpected_exits,
+            operations: json!({
+                "invoked": count(Type::Invoke), "ok": count(Type::Ok),
+                "fail": count(Type::Fail), "info": count(Type::Info),
+            }),
+            final_heal: i.final_heal,
+        }
+    }
+}
+
+pub fn print(o: &Outcome) {
+    println!("  operations: {}", o.operations);
+    for c in &o.coverage {
+        let mark = if c.passed { "ok " } else { "BAD" };
+        println!("  [{mark}] fault {}: {} ({} ok operations during it)", c.fault, c.description, c.ok_during);
+    }
+    for r in &o.checkers {
+        println!("  {}", r.render().trim_end().replace('\n', "\n  "));
+    }
+    for p in &o.problems {
+        println!("  problem: {p}");
+    }
+    let verdict = match o.valid {
+        Validity::Valid => "VALID",
+        Validity::Invalid => "INVALID (anomaly found)",
+        Validity::Unknown => "UNKNOWN (no verdict; not a pass)",
+    };
+    println!("jepsen run: {verdict}");
+}
+
+pub fn write(dir: &Path, o: &Outcome, args: &RunArgs, seed: u64) -> Result<(), String> {
+    let mut value = serde_json::to_value(o).map_err(|e| format!("cannot serialise the results: {e}"))?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("seed".into(), json!(seed));
+        map.insert("reproduce".into(), json!(super::reproduce_line(args, seed)));
+        map.insert(
+            "args".into(),
+            json!({"time": args.time, "nemesis": args.nemesis, "workload": args.workload, "peers": args.peers,
+                   "concurrency": args.concurrency, "rate": args.rate, "stale_reads": args.stale_reads}),
+        );
+    }
+    let path = dir.join("results.json");
+    std::fs::write(&path, format!("{value:#}\n")).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// UTC now as `YYYYMMDD-HHMMSS`.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format_utc(secs)
+}
+
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_timestamps() {
+        assert_eq!(super::format_utc(0), "19700101-000000");
+        assert_eq!(super::format_utc(951_782_400 + 3_661), "20000229-010101");
+        assert_eq!(super::format_utc(1_767_225_599), "20251231-235959");
+    }
+}
