@@ -56,13 +56,18 @@ pub struct Report {
 impl Report {
     /// Human-readable: the verdict, the summary and each anomaly with its operations.
     pub fn render(&self) -> String {
+        self.render_limited(usize::MAX)
+    }
+
+    /// Like [`Report::render`], with at most `max` anomalies.
+    pub fn render_limited(&self, max: usize) -> String {
         let verdict = match self.valid {
             Validity::Valid => "valid",
             Validity::Unknown => "unknown",
             Validity::Invalid => "INVALID",
         };
         let mut out = format!("{}: {verdict} - {}\n", self.checker, self.summary);
-        for a in &self.anomalies {
+        for a in self.anomalies.iter().take(max) {
             match &a.key {
                 Some(k) => out.push_str(&format!("  [{}] key {k}: {}\n", a.kind, a.message)),
                 None => out.push_str(&format!("  [{}] {}\n", a.kind, a.message)),
@@ -70,6 +75,9 @@ impl Report {
             for op in &a.ops {
                 out.push_str(&format!("      {op}\n"));
             }
+        }
+        if self.anomalies.len() > max {
+            out.push_str(&format!("  ... and {} more anomalies (all in results.json)\n", self.anomalies.len() - max));
         }
         out
     }

@@ -70,11 +70,11 @@ impl Injector {
                 record.description = format!("SIGSTOP peer {id}{how}");
                 peers.pause(id).map(|_| Undo::Resume(id))
             }
-            Fault::Netem { delay_ms, jitter_ms, loss_percent } => {
-                record.description =
-                    format!("netem delay {delay_ms}ms ±{jitter_ms}ms, loss {loss_percent}% on every peer");
-                netem(&ids, *delay_ms, *jitter_ms, *loss_percent).map(|_| Undo::Netem)
-            }
+            Fault::Netem { delay_ms, jitter_ms, loss_percent } => netem(&ids, *delay_ms, *jitter_ms, *loss_percent)
+                .map(|how| {
+                    record.description = how;
+                    Undo::Netem
+                }),
             partition => {
                 let leader = leader(&ids);
                 let cut = grudges(partition, &ids, leader);
@@ -94,6 +94,11 @@ impl Injector {
         }
     }
 
+    /// What the active fault does, if one is active.
+    pub fn active(&self) -> Option<&str> {
+        self.active.as_ref().map(|(r, _)| r.description.as_str())
+    }
+
     /// Heals the active fault, if any.
     pub fn heal(&mut self, peers: &mut Peers) {
         let Some((mut record, undo)) = self.active.take() else { return };
@@ -101,7 +106,7 @@ impl Injector {
             Undo::Firewall(ids) => clear_firewall(&ids),
             Undo::Restart(id) => peers.start(id),
             Undo::Resume(id) => peers.resume(id),
-            Undo::Netem => clear_netem(&peers.ids()),
+            Undo::Netem => clear_netem(&peers.ids()).and(clear_firewall(&peers.ids())),
         };
         match result {
             Ok(()) => record.healed = Some(self.now()),
@@ -192,22 +197,49 @@ fn clear_firewall(ids: &[u64]) -> Result<(), String> {
     Ok(())
 }
 
-fn netem(ids: &[u64], delay_ms: u32, jitter_ms: u32, loss: u32) -> Result<(), String> {
+/// Delay and loss on every peer's link with tc netem. Kernels built without netem get the
+/// nearest thing: a slow link (tc tbf, which queues up to `delay_ms`) and random loss of
+/// peer-to-peer packets (iptables statistic). Returns what was done.
+fn netem(ids: &[u64], delay_ms: u32, jitter_ms: u32, loss: u32) -> Result<String, String> {
+    let (d, j, l) = (format!("{delay_ms}ms"), format!("{jitter_ms}ms"), format!("{loss}%"));
+    let mut fallback = false;
     for &id in ids {
-        let (d, j, l) = (format!("{delay_ms}ms"), format!("{jitter_ms}ms"), format!("{loss}%"));
-        sh::in_netns(
-            &peer_ns(id),
-            "tc",
-            &["qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &d, &j, "loss", &l],
-        )?;
+        let args = ["qdisc", "replace", "dev", "eth0", "root", "netem", "delay", &d, &j, "loss", &l];
+        match sh::in_netns(&peer_ns(id), "tc", &args) {
+            Ok(_) => {}
+            Err(e) if e.contains("qdisc kind is unknown") => {
+                fallback = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    if !fallback {
+        return Ok(format!("netem delay {d} ±{j}, loss {l} on every peer"));
+    }
+    let probability = format!("{:.3}", f64::from(loss.max(1)) / 100.0);
+    for &id in ids {
+        let ns = peer_ns(id);
+        let args = ["qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "2mbit", "burst", "16kb", "latency", &d];
+        sh::in_netns(&ns, "tc", &args)?;
+        for &other in ids.iter().filter(|&&o| o != id) {
+            let src = peer_ip(other).to_string();
+            let rule = ["-w", "-A", "INPUT", "-s", &src, "-m", "statistic", "--mode", "random", "--probability"];
+            let mut rule = rule.to_vec();
+            rule.extend_from_slice(&[&probability, "-j", "DROP"]);
+            sh::in_netns(&ns, "iptables", &rule)?;
+        }
+    }
+    Ok(format!(
+        "slow link (tbf 2mbit, queue up to {d}) and {}% peer-to-peer loss on every peer (this kernel has no netem)",
+        loss.max(1)
+    ))
 }
 
 fn clear_netem(ids: &[u64]) -> Result<(), String> {
     for &id in ids {
         let current = sh::in_netns(&peer_ns(id), "tc", &["qdisc", "show", "dev", "eth0"])?;
-        if current.contains("netem") {
+        if current.contains("netem") || current.contains("tbf") {
             sh::in_netns(&peer_ns(id), "tc", &["qdisc", "del", "dev", "eth0", "root"])?;
         }
     }

@@ -258,10 +258,10 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
         for fault in &schedule {
             wait_until(start + fault.at, &mut peers, &mut unexpected_exits)?;
             injector.fire(fault, &mut peers);
-            if let Some(r) = injector.records.last().filter(|r| r.index == fault.index) {
-                println!("  fault {} failed to fire: {}", fault.index, r.errors.join("; "));
-            } else {
-                println!("  {:>5.1}s fault {}: {:?}", start.elapsed().as_secs_f64(), fault.index, fault.fault);
+            match (injector.active(), injector.records.last()) {
+                (Some(what), _) => println!("  {:>5.1}s fault {}: {what}", start.elapsed().as_secs_f64(), fault.index),
+                (None, Some(r)) => println!("  fault {} failed to fire: {}", fault.index, r.errors.join("; ")),
+                (None, None) => {}
             }
             wait_until(start + fault.at + fault.duration, &mut peers, &mut unexpected_exits)?;
             injector.heal(&mut peers);

@@ -41,9 +41,11 @@ impl Nemesis {
                     true
                 }
                 "none" => true,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "unknown nemesis '{other}'; choose from partition, kill, pause, netem (or delay, loss), all, none"
-                )),
+                ))
+                }
             };
         }
         Ok(out.into_iter().collect())
@@ -200,7 +202,7 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64]) -> Fault {
         Nemesis::Netem => Fault::Netem {
             delay_ms: rng.gen_range(20..=150),
             jitter_ms: rng.gen_range(0..=50),
-            loss_percent: rng.gen_range(0..=15),
+            loss_percent: rng.gen_range(2..=15),
         },
     }
 }

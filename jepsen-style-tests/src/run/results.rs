@@ -107,7 +107,7 @@ pub fn print(o: &Outcome) {
         println!("  [{mark}] fault {}: {} ({} ok operations during it)", c.fault, c.description, c.ok_during);
     }
     for r in &o.checkers {
-        println!("  {}", r.render().trim_end().replace('\n', "\n  "));
+        println!("  {}", r.render_limited(3).trim_end().replace('\n', "\n  "));
     }
     for p in &o.problems {
         println!("  problem: {p}");

@@ -1,0 +1,49 @@
+//! The `jepsen` binary's exit codes: 0 valid, 1 anomaly, 2 unknown or harness failure.
+
+use std::path::Path;
+use std::process::Command;
+
+fn jepsen(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jepsen")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn history(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("histories").join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_exits_0_on_a_valid_history_and_1_with_the_offending_operations() {
+    let (code, out, _) = jepsen(&["check", "--workload", "register", &history("register-pass-sequential.jsonl")]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = jepsen(&["check", "--workload", "register", &history("register-fail-double-cas.jsonl")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot linearize: p3 cas k1 [1,3]"), "{out}");
+    let (code, out, _) = jepsen(&["check", "--workload", "set", &history("set-fail-lost-add.jsonl")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("lost: p1 add set 1"), "{out}");
+}
+
+#[test]
+fn check_exits_2_when_it_cannot_judge() {
+    let (code, _, err) = jepsen(&["check", "--workload", "set", "/nonexistent/history.jsonl"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot open /nonexistent/history.jsonl"), "{err}");
+    let (code, out, _) = jepsen(&["check", "--workload", "set", &history("register-pass-sequential.jsonl")]);
+    assert_eq!(code, 2, "a register history has no set read: {out}");
+}
+
+#[test]
+fn a_run_that_cannot_start_is_a_harness_failure_never_a_pass() {
+    let out = std::env::temp_dir().join(format!("jepsen-cli-test-{}", std::process::id()));
+    let (code, stdout, err) =
+        jepsen(&["run", "--binary", "/nonexistent/switchboard", "--seed", "9", "--out", &out.to_string_lossy()]);
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(code, 2, "{stdout}{err}");
+    assert!(err.contains("harness failure"), "{err}");
+    assert!(stdout.contains("reproduce with: jepsen run --seed 9"), "{stdout}");
+}
