@@ -209,3 +209,14 @@ fn wrong_workload_or_malformed_history_is_no_verdict_never_a_pass() {
     h.complete(1, Type::Ok, F::Add, "set", json!(1));
     assert!(check_events(Workload::Set, &h.events, BUDGET).is_err());
 }
+
+#[test]
+fn a_long_busy_history_is_checked_quickly() {
+    let started = std::time::Instant::now();
+    for seed in 100..103 {
+        let events = simulate(seed, 10, 1500);
+        let report = check_events(Workload::Register, &events, BUDGET).unwrap();
+        assert_eq!(report.valid, Validity::Valid, "seed {seed}:\n{}", report.render());
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+}
