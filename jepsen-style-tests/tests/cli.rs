@@ -47,3 +47,37 @@ fn a_run_that_cannot_start_is_a_harness_failure_never_a_pass() {
     assert!(err.contains("harness failure"), "{err}");
     assert!(stdout.contains("reproduce with: jepsen run --seed 9"), "{stdout}");
 }
+
+/// End to end, on real peers in network namespaces: needs root, iproute2, iptables and
+/// target/debug/switchboard. Opt in with `cargo test -p jepsen-style-tests -- --ignored`.
+fn end_to_end(extra: &[&str]) -> (i32, String) {
+    // One run at a time: runs share the namespace names.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/switchboard");
+    assert!(binary.is_file(), "build the peer first: cargo build --bin switchboard");
+    let out = std::env::temp_dir().join(format!("jepsen-e2e-{}-{}", std::process::id(), extra.len()));
+    let mut args = vec!["run", "--time", "25", "--workload", "register", "--seed", "4", "--out"];
+    let out_str = out.to_string_lossy().into_owned();
+    args.push(&out_str);
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = jepsen(&args);
+    let _ = std::fs::remove_dir_all(&out);
+    (code, format!("{stdout}{stderr}"))
+}
+
+#[test]
+#[ignore = "needs root and network namespaces; about 35 s"]
+fn a_partitioned_cluster_passes_end_to_end() {
+    let (code, out) = end_to_end(&["--nemesis", "partition,kill"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("linearizable: valid"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces; about 35 s"]
+fn stale_reads_under_partitions_are_caught_end_to_end() {
+    let (code, out) = end_to_end(&["--nemesis", "partition", "--stale-reads"]);
+    assert_eq!(code, 1, "stale reads were not caught:\n{out}");
+    assert!(out.contains("cannot linearize"), "{out}");
+}
