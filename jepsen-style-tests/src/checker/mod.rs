@@ -82,8 +82,3 @@ impl Report {
         out
     }
 }
-
-/// The worst verdict of several reports (valid when there are none).
-pub fn worst<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Validity {
-    reports.into_iter().map(|r| r.valid).max().unwrap_or(Validity::Valid)
-}

@@ -28,6 +28,7 @@ pub struct Coverage {
     pub healed: bool,
     /// Operations that were invoked and acknowledged while the fault was active.
     pub ok_during: usize,
+    pub errors: Vec<String>,
     pub passed: bool,
 }
 
@@ -44,7 +45,7 @@ pub fn coverage(records: &[Record], events: &[Event]) -> Vec<Coverage> {
                 .iter()
                 .filter(|o| o.outcome == Type::Ok && o.invoke_time >= from && o.complete_time.is_some_and(|c| c <= to))
                 .count();
-            let fired = r.started.is_some() && r.errors.is_empty();
+            let fired = r.started.is_some();
             let healed = r.healed.is_some();
             Coverage {
                 fault: r.index,
@@ -52,7 +53,8 @@ pub fn coverage(records: &[Record], events: &[Event]) -> Vec<Coverage> {
                 fired,
                 healed,
                 ok_during,
-                passed: fired && healed && ok_during > 0,
+                errors: r.errors.clone(),
+                passed: fired && healed && r.errors.is_empty() && ok_during > 0,
             }
         })
         .collect()

@@ -59,7 +59,9 @@ impl Outcome {
         }
         let coverage = checks::coverage(i.faults, i.events);
         for c in coverage.iter().filter(|c| !c.passed) {
-            let why = if !c.fired {
+            let why = if !c.errors.is_empty() {
+                format!("failed: {}", c.errors.join("; "))
+            } else if !c.fired {
                 "did not fire".to_string()
             } else if !c.healed {
                 "was not healed".to_string()

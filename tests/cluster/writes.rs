@@ -1,0 +1,134 @@
+//! Writes through any peer, reads from every peer, bad input, compare-and-set.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::util::{eventually, Cluster};
+
+/// 200 writes spread over all peers are all read back on every peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_every_peer_are_read_back_on_every_peer() {
+    let c = Cluster::start(3).await;
+    assert_eq!(c.put_region(2, "r1").await.0, 200);
+    let ids = c.running();
+    let mut expected = BTreeMap::new();
+    let mut writes = Vec::new();
+    let c = &c;
+    for i in 0..200u64 {
+        let peer = ids[i as usize % ids.len()];
+        expected.insert(format!("n{i}"), i + 1);
+        writes.push(async move { (i, c.put_node(peer, &format!("n{i}"), i + 1).await) });
+    }
+    // Sixteen at a time, so that the leader gathers concurrent writes into shared entries.
+    let results: Vec<_> = futures::stream::iter(writes).buffer_unordered(16).collect().await;
+    for (i, (status, body)) in results {
+        assert_eq!(status, 200, "write {i}: {body}");
+        assert!(body["revision"].as_u64().unwrap() > 0);
+    }
+    for id in ids {
+        assert_eq!(c.nodes(id, "").await, expected, "linearizable read on peer {id}");
+    }
+    // Stale reads catch up too: every peer applies everything.
+    for id in c.running() {
+        eventually(Duration::from_secs(10), "stale reads to show every write", || async {
+            (c.nodes(id, "?stale").await == expected).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Bad input answers 400 naming the field (413 for a large body) and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_writes_nothing() {
+    let c = Cluster::start(3).await;
+    assert_eq!(c.put_region(1, "r1").await.0, 200);
+    let before = c.status(1).await.unwrap()["last_log_index"].as_u64().unwrap();
+
+    let raw = |peer: u64, path: &str, body: &'static str| {
+        let url = format!("{}{}", c.peer(peer).url(), path);
+        let http = c.http.clone();
+        async move {
+            let r = http.put(url).header("content-type", "application/json").body(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = raw(2, "/v1/nodes/n1", "{\"ip\": \"192.0.2.1\", ").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid")), "{body}");
+    assert_eq!(body["field"], "body");
+
+    let cases = [
+        (json!({"ip": "300.1.1.1", "region": "r1", "site": "s1", "capacity": 1}), "ip"),
+        (json!({"ip": "192.0.2.1", "region": "r1", "site": "s1"}), "capacity"),
+        (json!({"ip": "192.0.2.1", "region": "r1", "site": "s1", "capacity": 0}), "capacity"),
+        (json!({"ip": "192.0.2.1", "region": "r1", "site": "S_1", "capacity": 1}), "site"),
+        (json!({"ip": "192.0.2.1", "region": "nowhere", "site": "s1", "capacity": 1}), "region"),
+        (json!({"ip": "192.0.2.1", "region": "r1", "site": "s1", "capacity": 1, "colour": "red"}), "colour"),
+        (json!({"ip": 7, "region": "r1", "site": "s1", "capacity": 1}), "ip"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = c.call(3, Method::PUT, "/v1/nodes/n1", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert_eq!(answer["field"], field, "{body} → {answer}");
+    }
+    let long_id = "n".repeat(64);
+    let (status, answer) = c.put_node(1, &long_id, 1).await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("id")));
+    let (status, answer) = c
+        .call(1, Method::PUT, "/v1/regions/r2", Some(json!({"cidrs": ["10.0.0.1/8"], "fallback": []})))
+        .await;
+    assert_eq!((status, answer["field"].as_str()), (400, Some("cidrs[0]")), "{answer}");
+
+    let huge = "x".repeat(70 * 1024);
+    let (status, answer) = c
+        .call(2, Method::PUT, "/v1/regions/r3", Some(json!({"cidrs": [], "fallback": [], "pad": huge})))
+        .await;
+    assert_eq!((status, answer["error"].as_str()), (413, Some("too_large")), "{answer}");
+
+    // Nothing reached the log: the one refusal decided by the state machine ("region"
+    // does not exist) is the only entry, and it changed no resource.
+    assert!(c.nodes(1, "").await.is_empty());
+    let after = c.status(1).await.unwrap()["last_log_index"].as_u64().unwrap();
+    assert!(after <= before + 1, "log grew from {before} to {after}");
+    let (status, _) = c.call(1, Method::GET, "/v1/regions/r2", None).await;
+    assert_eq!(status, 404);
+}
+
+/// `?cas=REV` applies only at that revision; `cas=0` only when absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_works_both_ways() {
+    let c = Cluster::start(3).await;
+    assert_eq!(c.put_region(1, "r1").await.0, 200);
+    let body = |cap: u64| Some(json!({"ip": "192.0.2.1", "region": "r1", "site": "s1", "capacity": cap}));
+
+    let (status, created) = c.call(2, Method::PUT, "/v1/nodes/k?cas=0", body(1)).await;
+    assert_eq!(status, 200, "{created}");
+    let rev = created["revision"].as_u64().unwrap();
+
+    let (status, answer) = c.call(3, Method::PUT, "/v1/nodes/k?cas=0", body(2)).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("cas_mismatch")), "{answer}");
+
+    let (status, updated) = c.call(3, Method::PUT, &format!("/v1/nodes/k?cas={rev}"), body(3)).await;
+    assert_eq!(status, 200, "{updated}");
+    let rev2 = updated["revision"].as_u64().unwrap();
+    assert!(rev2 > rev);
+
+    let (status, _) = c.call(1, Method::PUT, &format!("/v1/nodes/k?cas={rev}"), body(4)).await;
+    assert_eq!(status, 409, "a revision that is no longer current");
+    let (status, _) = c.call(1, Method::DELETE, &format!("/v1/nodes/k?cas={rev}"), None).await;
+    assert_eq!(status, 409);
+
+    let (_, node) = c.call(1, Method::GET, "/v1/nodes/k", None).await;
+    assert_eq!((node["capacity"].as_u64(), node["revision"].as_u64()), (Some(3), Some(rev2)));
+
+    let (status, _) = c.call(2, Method::DELETE, &format!("/v1/nodes/k?cas={rev2}"), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = c.call(3, Method::GET, "/v1/nodes/k", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = c.call(3, Method::PUT, "/v1/nodes/k?cas=bogus", body(1)).await;
+    assert_eq!(status, 400);
+}
