@@ -44,6 +44,9 @@ pub struct RaftConfig {
     pub max_batch: usize,
     /// Log entries proposed but not yet committed, at most.
     pub max_in_flight: usize,
+    /// How long `cluster add` waits for a new peer to receive the log before it gives up
+    /// and removes it again.
+    pub catch_up_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +84,7 @@ impl Default for RaftConfig {
             keep_logs: 1_000,
             max_batch: 1024,
             max_in_flight: 2,
+            catch_up_timeout_ms: 60_000,
         }
     }
 }
@@ -117,20 +121,23 @@ impl Config {
                 continue;
             }
             let key = name["SWITCHBOARD_".len()..].to_ascii_lowercase();
-            let (section, key) = match SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_"))) {
-                Some(s) => (Some(*s), key[s.len() + 1..].to_string()),
-                None => (None, key),
-            };
-            let parsed = raw
-                .parse::<i64>()
-                .map(toml::Value::Integer)
-                .or_else(|_| raw.parse::<bool>().map(toml::Value::Boolean))
-                .unwrap_or(toml::Value::String(raw.clone()));
             let table = value.as_table_mut().expect("config is a table");
-            let target = match section {
-                Some(s) => table.get_mut(s).and_then(|t| t.as_table_mut()).expect("section exists"),
-                None => table,
+            // A top-level key wins over a section prefix: SWITCHBOARD_RAFT_ADDR is `raft_addr`.
+            let (target, key) = match SECTIONS.iter().find(|s| key.starts_with(&format!("{s}_"))) {
+                Some(s) if !table.contains_key(&key) => (
+                    table.get_mut(*s).and_then(|t| t.as_table_mut()).expect("section exists"),
+                    key[s.len() + 1..].to_string(),
+                ),
+                _ => (table, key),
             };
+            let parsed = match target.get(&key) {
+                Some(toml::Value::Integer(_)) => raw.parse().map(toml::Value::Integer).ok(),
+                Some(toml::Value::Boolean(_)) => raw.parse().map(toml::Value::Boolean).ok(),
+                Some(toml::Value::String(_)) => Some(toml::Value::String(raw.clone())),
+                _ => return Err(ConfigError::Invalid(format!("{name}: no such setting (see cluster/peer.toml)"))),
+            };
+            let parsed =
+                parsed.ok_or_else(|| ConfigError::Invalid(format!("{name}='{raw}': not a valid value for `{key}`")))?;
             target.insert(key, parsed);
         }
         value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))
@@ -156,8 +163,12 @@ impl Config {
             if addr.is_empty() {
                 return missing(name);
             }
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                return Err(ConfigError::Invalid(format!("{name} '{addr}' is not IP:PORT")));
+            match addr.parse::<std::net::SocketAddr>() {
+                Err(_) => return Err(ConfigError::Invalid(format!("{name} '{addr}' is not IP:PORT"))),
+                Ok(a) if a.ip().is_unspecified() && name != "dns_addr" => return Err(ConfigError::Invalid(format!(
+                    "{name} '{addr}' is a wildcard; the other peers dial this address, so give the one they can reach"
+                ))),
+                Ok(_) => {}
             }
         }
         crate::state::validate::label("region", &self.region).map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -215,6 +226,22 @@ mod tests {
         assert_eq!(c.raft.snapshot_every, 50);
         assert_eq!(c.raft.keep_logs, 9);
         assert_eq!(c.raft.heartbeat_ms, RaftConfig::default().heartbeat_ms);
+    }
+
+    #[test]
+    fn environment_names_top_level_keys_first_and_keeps_types() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("SWITCHBOARD_RAFT_ADDR", "127.0.0.1:7001"),
+                ("SWITCHBOARD_REGION", "123"),
+                ("SWITCHBOARD_INSECURE", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.raft_addr.as_str(), c.region.as_str(), c.insecure), ("127.0.0.1:7001", "123", true));
+        let err = Config::load(None, env(&[("SWITCHBOARD_RAFT_HEARTBEAT_MS", "fast")])).unwrap_err().to_string();
+        assert!(err.contains("SWITCHBOARD_RAFT_HEARTBEAT_MS"), "{err}");
     }
 
     #[test]

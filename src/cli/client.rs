@@ -56,7 +56,8 @@ impl Client {
     }
 }
 
-/// Prints a JSON answer for people and for `jq`.
+/// Prints a JSON answer for people and for `jq`. A closed pipe (`| head`) is not an error.
 pub fn print(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON prints"));
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(value).expect("JSON prints"));
 }

@@ -57,7 +57,17 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| CliError::Dev(format!("cannot create {}: {e}", dir.display())))?;
     let exe = std::env::current_exe().map_err(|e| CliError::Dev(format!("cannot find own binary: {e}")))?;
-    let secret = format!("{:032x}", rand::random::<u128>());
+    // Kept in the directory so that peers started by hand can join (`cluster add`).
+    let secret_file = dir.join("cluster-secret");
+    let secret = match std::fs::read_to_string(&secret_file) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let s = format!("{:032x}", rand::random::<u128>());
+            std::fs::write(&secret_file, &s)
+                .map_err(|e| CliError::Dev(format!("cannot write {}: {e}", secret_file.display())))?;
+            s
+        }
+    };
 
     let mut peers = Peers { children: Vec::new() };
     let ids: Vec<u32> = (1..=args.peers as u32).collect();
@@ -104,6 +114,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             5300 + i
         );
     }
+    println!("cluster secret: {} (for peers you add by hand)", dir.join("cluster-secret").display());
     println!("try:");
     println!("  switchboard cluster status");
     println!("  curl -s http://127.0.0.1:8002/v1/nodes");

@@ -56,7 +56,9 @@ impl Fields {
 
     pub fn u64(&mut self, name: &str) -> Result<u64, ApiError> {
         match self.map.remove(name) {
-            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| ApiError::invalid(name, "must be a whole number ≥ 0")),
+            Some(Value::Number(n)) => {
+                n.as_u64().ok_or_else(|| ApiError::invalid(name, format!("{n} is not a whole number ≥ 0")))
+            }
             Some(_) => Err(ApiError::invalid(name, "must be a number")),
             None => Err(ApiError::invalid(name, "is required")),
         }

@@ -39,7 +39,10 @@ pub async fn put_node(
     let ip = validate::ip("ip", &body.string("ip")?)?;
     let region = body.string("region")?;
     let site = body.string("site")?;
-    let capacity = body.u64("capacity")?;
+    let capacity = body.u64("capacity").map_err(|e| match e.message.as_str() {
+        "is required" => e,
+        _ => ApiError::invalid("capacity", format!("must be a whole number from 1 to {}", validate::MAX_CAPACITY)),
+    })?;
     body.finish()?;
     let capacity = u32::try_from(capacity)
         .map_err(|_| ApiError::invalid("capacity", format!("must be between 1 and {}", validate::MAX_CAPACITY)))?;

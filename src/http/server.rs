@@ -36,6 +36,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes", get(registry::list_nodes))
         .route("/v1/nodes/{id}", put(registry::put_node).get(registry::get_node).delete(registry::delete_node))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see docs/api.md",
+            )
+        })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -17,8 +17,10 @@ use crate::raft::{self, LogStore, Network, PeerId, PeerInfo, Raft, SharedState, 
 use crate::state::{Command, Outcome};
 
 const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a new member may take to catch up before `cluster add` gives up on it.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest wait between two attempts to reach a leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Idle connections kept per leader address for forwarding.
+const MAX_IDLE_CONNECTIONS: usize = 32;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub struct Peer {
     secret: Secret,
     proposals: mpsc::Sender<Pending>,
     request_timeout: Duration,
+    election_timeout: Duration,
+    catch_up_timeout: Duration,
     pool: Mutex<HashMap<String, Vec<Connection>>>,
     http: reqwest::Client,
 }
@@ -64,6 +68,8 @@ pub struct ClusterStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub snapshot_index: u64,
+    /// Log entries up to here have been purged behind a snapshot.
+    pub purged_index: u64,
 }
 
 impl Peer {
@@ -86,7 +92,8 @@ impl Peer {
             election_timeout_max: rc.election_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(rc.snapshot_every),
             max_in_snapshot_log_to_keep: rc.keep_logs,
-            purge_batch_size: 256,
+            // Purge at every snapshot: one range delete, however few entries it drops.
+            purge_batch_size: 1,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         }
@@ -115,6 +122,8 @@ impl Peer {
             secret,
             proposals,
             request_timeout: Duration::from_millis(config.http.request_timeout_ms),
+            election_timeout: Duration::from_millis(config.raft.election_max_ms),
+            catch_up_timeout: Duration::from_millis(config.raft.catch_up_timeout_ms),
             pool: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client"),
         }))
@@ -128,11 +137,15 @@ impl Peer {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// Ready: a leader is known and everything known to be committed is applied.
+    /// Ready: this peer is a member, a leader is known, a leader has heard from a quorum
+    /// lately, and everything known to be committed is applied.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
-        m.current_leader.is_some() && applied >= self.commit_index()
+        let member = m.membership_config.membership().get_node(&self.id).is_some();
+        let quorum = m.state != ServerState::Leader
+            || m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_timeout.as_millis() as u64);
+        member && quorum && m.current_leader.is_some() && applied >= self.commit_index()
     }
 
     /// Writes one command through the leader and returns its outcome once applied there.
@@ -143,7 +156,7 @@ impl Peer {
         loop {
             let leader = self.await_leader(hint.take(), deadline).await?;
             let attempt = if leader == self.id {
-                self.propose(command.clone()).await
+                self.propose(command.clone(), deadline).await
             } else {
                 self.metrics.forwarded_writes.inc();
                 match self.forward(leader, Forward::Write(command.clone()), deadline).await {
@@ -157,22 +170,48 @@ impl Peer {
                     self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
                     return result.map_err(Error::Rejected);
                 }
-                Err(Retry::Again(next)) => hint = next.or(Some(leader)).filter(|l| *l != leader),
+                Err(Retry::Again(next)) => hint = next.filter(|l| *l != leader),
                 Err(Retry::Fail(e)) => return Err(e),
             }
-            if Instant::now() >= deadline {
-                return Err(Error::NoLeader(self.no_leader_message()));
-            }
+            self.pause_before_retry(hint, deadline).await?;
         }
     }
 
-    async fn propose(&self, command: Command) -> Result<Result<Outcome, crate::state::Error>, Retry> {
+    /// Between two attempts: none when a peer named the new leader, else a short wait for
+    /// Raft's view to change, so that a peer without a quorum never spins.
+    async fn pause_before_retry(&self, hint: Option<PeerId>, deadline: Instant) -> Result<(), Error> {
+        if Instant::now() >= deadline {
+            return Err(Error::NoLeader(self.no_leader_message()));
+        }
+        if hint.is_none() {
+            let mut rx = self.raft.metrics();
+            rx.borrow_and_update();
+            let until = std::cmp::min(deadline, Instant::now() + RETRY_PAUSE);
+            let _ = tokio::time::timeout_at(until.into(), rx.changed()).await;
+            // A change of metrics may come at once (e.g. a heartbeat): wait at least a little.
+            tokio::time::sleep_until(std::cmp::min(deadline, Instant::now() + RETRY_PAUSE / 4).into()).await;
+        }
+        Ok(())
+    }
+
+    /// Proposes a command as leader and waits, up to the deadline, for it to be applied.
+    async fn propose(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<Result<Outcome, crate::state::Error>, Retry> {
         let (reply, rx) = oneshot::channel();
         self.proposals
             .send(Pending { command, reply })
             .await
             .map_err(|_| Retry::Fail(Error::Fatal("the proposer has stopped".into())))?;
-        match rx.await {
+        let Ok(reply) = tokio::time::timeout_at(deadline.into(), rx).await else {
+            return Err(Retry::Fail(Error::Indeterminate(format!(
+                "the write was not committed within {:?} (is a majority of peers reachable?); it may still be applied",
+                self.request_timeout
+            ))));
+        };
+        match reply {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(ProposeError::NotLeader(l))) => Err(Retry::Again(l)),
             Ok(Err(ProposeError::Failed(e))) => {
@@ -195,7 +234,8 @@ impl Peer {
                 match self.raft.get_read_log_id().await {
                     Ok((read, _)) => Ok(read.map(|l| l.index).unwrap_or(0)),
                     Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Retry::Again(f.leader_id)),
-                    Err(e) => Err(Retry::Again(None).or_fail_after(deadline, e.to_string())),
+                    // No quorum confirmed leadership: ask again until the deadline.
+                    Err(_) => Err(Retry::Again(None)),
                 }
             } else {
                 match self.forward(leader, Forward::ReadIndex, deadline).await {
@@ -209,9 +249,7 @@ impl Peer {
                 Err(Retry::Again(next)) => hint = next.filter(|l| *l != leader),
                 Err(Retry::Fail(e)) => return Err(e),
             }
-            if Instant::now() >= deadline {
-                return Err(Error::NoLeader(self.no_leader_message()));
-            }
+            self.pause_before_retry(hint, deadline).await?;
         }
     }
 
@@ -261,7 +299,7 @@ impl Peer {
     /// sent (retry); a failure after sending leaves the outcome unknown.
     async fn forward(&self, leader: PeerId, request: Forward, deadline: Instant) -> Result<Forwarded, Retry> {
         let Some(addr) = self.leader_addr(leader) else { return Err(Retry::Again(None)) };
-        let pooled = self.pool.lock().expect("pool lock").get_mut(&addr).and_then(|v| v.pop());
+        let pooled = self.take_pooled(&addr);
         let mut conn = match pooled {
             Some(c) => c,
             None => match Connection::connect(&addr, &self.secret, FORWARD_CONNECT_TIMEOUT).await {
@@ -269,14 +307,8 @@ impl Peer {
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(Retry::Fail(Error::Fatal(e.to_string())))
                 }
-                Err(_) => {
-                    // Leader unreachable: let Raft notice and elect, then try again.
-                    tokio::time::sleep_until(
-                        std::cmp::min(deadline, Instant::now() + Duration::from_millis(100)).into(),
-                    )
-                    .await;
-                    return Err(Retry::Again(None));
-                }
+                // Leader unreachable, nothing sent: let Raft notice and elect, then try again.
+                Err(_) => return Err(Retry::Again(None)),
             },
         };
         let request = Request::Forward(request);
@@ -292,7 +324,12 @@ impl Peer {
                 return Err(Retry::Fail(Error::Indeterminate(format!("the leader did not answer within {timeout:?}"))))
             }
         };
-        self.pool.lock().expect("pool lock").entry(addr).or_default().push(conn);
+        let mut pool = self.pool.lock().expect("pool lock");
+        let idle = pool.entry(addr).or_default();
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+        drop(pool);
         match response {
             Response::Forward(Ok(f)) => Ok(f),
             Response::Forward(Err(ForwardError::NotLeader { leader })) => Err(Retry::Again(leader)),
@@ -302,11 +339,23 @@ impl Peer {
         }
     }
 
+    /// An idle connection to `addr` that the other side has not closed.
+    fn take_pooled(&self, addr: &str) -> Option<Connection> {
+        let mut pool = self.pool.lock().expect("pool lock");
+        let idle = pool.get_mut(addr)?;
+        while let Some(conn) = idle.pop() {
+            if conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
     /// Serves a request another peer forwarded, as leader.
     pub async fn serve_forwarded(&self, request: Forward) -> Result<Forwarded, ForwardError> {
         let not_leader = |leader| ForwardError::NotLeader { leader };
         match request {
-            Forward::Write(command) => match self.propose(command).await {
+            Forward::Write(command) => match self.propose(command, Instant::now() + self.request_timeout).await {
                 Ok(r) => Ok(Forwarded::Write(r)),
                 Err(Retry::Again(l)) => Err(not_leader(l)),
                 Err(Retry::Fail(e)) => Err(ForwardError::Unavailable(e.to_string())),
@@ -314,7 +363,8 @@ impl Peer {
             Forward::ReadIndex => match self.raft.get_read_log_id().await {
                 Ok((read, _)) => Ok(Forwarded::ReadIndex(read.map(|l| l.index).unwrap_or(0))),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(f.leader_id)),
-                Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+                // Leadership not confirmed by a quorum: the asking peer tries again.
+                Err(_) => Err(not_leader(None)),
             },
             Forward::AddPeer { id, info } => self.add_as_leader(id, info).await,
             Forward::RemovePeer { id } => self.remove_as_leader(id).await,
@@ -364,23 +414,28 @@ impl Peer {
 
     async fn membership_op(&self, op: Forward) -> Result<u64, Error> {
         // Membership changes wait for catch-up: give them more than a write's deadline.
-        let deadline = Instant::now() + self.request_timeout + CATCH_UP_TIMEOUT;
-        let leader = self.await_leader(None, deadline).await?;
-        let result = if leader == self.id {
-            self.serve_forwarded(op).await
-        } else {
-            match self.forward(leader, op, deadline).await {
-                Ok(f) => Ok(f),
-                Err(Retry::Again(_)) => Err(ForwardError::Unavailable("the leader changed; try again".into())),
-                Err(Retry::Fail(e)) => return Err(e),
+        let deadline = Instant::now() + self.request_timeout + self.catch_up_timeout;
+        let mut hint = None;
+        loop {
+            let leader = self.await_leader(hint.take(), deadline).await?;
+            let result = if leader == self.id {
+                self.serve_forwarded(op.clone()).await
+            } else {
+                match self.forward(leader, op.clone(), deadline).await {
+                    Ok(f) => Ok(f),
+                    Err(Retry::Again(l)) => Err(ForwardError::NotLeader { leader: l }),
+                    Err(Retry::Fail(e)) => return Err(e),
+                }
+            };
+            match result {
+                Ok(Forwarded::Membership { log_index }) => return Ok(log_index),
+                Ok(other) => return Err(Error::Fatal(format!("unexpected answer {other:?}"))),
+                Err(ForwardError::Rejected(m)) => return Err(Error::Conflict(m)),
+                Err(ForwardError::Unavailable(m)) => return Err(Error::Indeterminate(m)),
+                // Nothing was changed: ask the next leader.
+                Err(ForwardError::NotLeader { leader: next }) => hint = next.filter(|l| *l != leader),
             }
-        };
-        match result {
-            Ok(Forwarded::Membership { log_index }) => Ok(log_index),
-            Ok(other) => Err(Error::Fatal(format!("unexpected answer {other:?}"))),
-            Err(ForwardError::Rejected(m)) => Err(Error::Conflict(m)),
-            Err(ForwardError::NotLeader { .. }) => Err(Error::NoLeader("the leader changed; try again".into())),
-            Err(ForwardError::Unavailable(m)) => Err(Error::Indeterminate(m)),
+            self.pause_before_retry(hint, deadline).await?;
         }
     }
 
@@ -395,16 +450,34 @@ impl Peer {
             };
         }
         tracing::info!(peer = id, %info, "adding peer as learner");
-        let learner = tokio::time::timeout(CATCH_UP_TIMEOUT, self.raft.add_learner(id, info.clone(), true)).await;
-        match learner {
-            Err(_) => {
-                return Err(ForwardError::Unavailable(format!(
-                    "peer {id} did not catch up within {CATCH_UP_TIMEOUT:?}; check that {} is reachable and uses the same cluster secret",
-                    info.raft_addr
-                )))
-            }
-            Ok(Err(e)) => return Err(membership_error(e)),
-            Ok(Ok(_)) => {}
+        let deadline = Instant::now() + self.catch_up_timeout;
+        if let Err(e) = self.raft.add_learner(id, info.clone(), false).await {
+            return Err(membership_error(e));
+        }
+        // openraft counts a learner as caught up within `replication_lag_threshold`
+        // entries; a voter that cannot receive the log must never be promoted, so wait
+        // until it holds everything the leader had when it was added.
+        let target = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let caught_up = self
+            .raft
+            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|l| l.index >= target)
+                },
+                "learner caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            tracing::warn!(peer = id, "learner did not catch up; removing it again");
+            let _ = self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await;
+            return Err(ForwardError::Rejected(format!(
+                "peer {id} did not catch up within {:?}; check that {} is reachable from the leader and uses the same cluster secret",
+                self.catch_up_timeout, info.raft_addr
+            )));
         }
         tracing::info!(peer = id, "learner caught up; promoting to voter");
         match self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {
@@ -475,6 +548,7 @@ impl Peer {
             commit_index: self.commit_index(),
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         }
     }
 
@@ -494,16 +568,6 @@ enum Retry {
     /// Nothing was done; try again, at the hinted leader if there is one.
     Again(Option<PeerId>),
     Fail(Error),
-}
-
-impl Retry {
-    fn or_fail_after(self, deadline: Instant, message: String) -> Retry {
-        if Instant::now() >= deadline {
-            Retry::Fail(Error::NoLeader(message))
-        } else {
-            self
-        }
-    }
 }
 
 fn membership_error(e: RaftError<PeerId, ClientWriteError<PeerId, PeerInfo>>) -> ForwardError {

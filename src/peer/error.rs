@@ -11,7 +11,8 @@ pub enum Error {
     /// Bad input that only the peer can judge, e.g. an unreachable peer URL.
     #[error("{field}: {message}")]
     BadRequest { field: String, message: String },
-    /// No leader could be reached in time, or the quorum is lost; nothing was written.
+    /// No leader could be reached in time: the request was never handed to a leader, so
+    /// nothing was written.
     #[error("{0}")]
     NoLeader(String),
     /// The request reached the leader but its outcome is unknown (a connection broke or a

@@ -5,11 +5,11 @@
 // openraft's error types are large by design and cross this module.
 #![allow(clippy::result_large_err)]
 
-mod error;
 mod core;
+mod error;
 mod proposer;
 mod rpc_server;
 
-pub use error::Error;
 pub use core::{ClusterStatus, Consistency, Member, Peer};
+pub use error::Error;
 pub use rpc_server::serve_rpc;

@@ -51,13 +51,12 @@ impl PeerClient {
         request: Request,
         option: &RPCOption,
     ) -> Result<Response, RpcErr<E>> {
-        let conn = match self.conn.take() {
+        let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => Connection::connect(&self.node.raft_addr, &self.secret, CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?,
         };
-        let mut conn = conn;
         match tokio::time::timeout(option.hard_ttl(), conn.call(&request)).await {
             Ok(Ok(response)) => {
                 self.conn = Some(conn);

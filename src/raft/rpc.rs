@@ -52,7 +52,7 @@ pub enum Response {
 }
 
 /// What a peer that is not the leader hands to the leader on a client's behalf.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forward {
     /// Propose a command; answered with its outcome.
     Write(Command),
@@ -148,6 +148,14 @@ impl Connection {
         };
         stream.write_all(&[ok as u8]).await?;
         Ok(ok.then(|| Self { framed: Framed::new(stream, codec()) }))
+    }
+
+    /// Whether the other side may still answer: false once it has closed the connection
+    /// (a pooled connection to a peer that died or restarted).
+    pub fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.framed.get_ref().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            && self.framed.read_buffer().is_empty()
     }
 
     pub async fn call(&mut self, request: &Request) -> io::Result<Response> {

@@ -8,7 +8,17 @@ use crate::util::{cli, BIN};
 fn serve_refuses_to_start_without_a_cluster_secret() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--id", "1", "--raft-addr", "127.0.0.1:1", "--http-addr", "127.0.0.1:2", "--dns-addr", "127.0.0.1:3"])
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--raft-addr",
+            "127.0.0.1:1",
+            "--http-addr",
+            "127.0.0.1:2",
+            "--dns-addr",
+            "127.0.0.1:3",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env_remove("SWITCHBOARD_CLUSTER_SECRET")

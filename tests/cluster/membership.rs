@@ -39,6 +39,15 @@ async fn grow_three_to_five_and_shrink_back() {
         let out = cli(&["cluster", "remove", &id.to_string(), "--endpoint", &c.peer(keep).url()]);
         assert!(out.status.success(), "cluster remove {id}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // A removed peer says it is not ready, so load balancers stop sending to it.
+    for id in &removed {
+        let url = format!("{}/ready", c.peer(*id).url());
+        eventually(Duration::from_secs(10), "a removed peer to report not ready", || async {
+            let r = c.http.get(&url).send().await.ok()?;
+            (r.status() == 503).then_some(())
+        })
+        .await;
+    }
     for id in &removed {
         c.kill(*id);
     }
@@ -95,4 +104,24 @@ async fn far_behind_peers_catch_up_by_snapshot() {
         (c.nodes(id, "?stale").await == expected).then_some(())
     })
     .await;
+}
+
+/// A peer that cannot receive the log (here: a different cluster secret) is never
+/// promoted to voter; `cluster add` fails and leaves the membership as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_cannot_catch_up_is_not_added() {
+    let mut c = Cluster::start_with_env(3, &[("SWITCHBOARD_RAFT_CATCH_UP_TIMEOUT_MS", "2000")]).await;
+    let stranger = c.add_process_with(&[("SWITCHBOARD_CLUSTER_SECRET", "another-secret")]).await;
+    let out = cli(&["cluster", "add", &c.peer(stranger).url(), "--endpoint", &c.peer(1).url()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not catch up") && stderr.contains("cluster secret"), "{stderr}");
+    let status = c.status(1).await.unwrap();
+    assert_eq!(members(&status), vec![1, 2, 3], "{status}");
+    assert!(status["learners"].as_array().unwrap().is_empty(), "{status}");
+    // The refused peer's attempts are logged by the cluster for the operator.
+    let leader = status["leader"].as_u64().unwrap();
+    let log = std::fs::read_to_string(&c.peer(leader).log).unwrap();
+    assert!(log.contains("learner did not catch up"), "leader log lacks the removal");
+    assert_eq!(c.put_region(2, "r1").await.0, 200, "the cluster keeps working");
 }

@@ -174,7 +174,14 @@ impl Cluster {
 
     /// Starts one more peer process, not yet a member; returns its id.
     pub async fn add_process(&mut self) -> u64 {
+        self.add_process_with(&[]).await
+    }
+
+    /// Like [`Cluster::add_process`], with extra environment for this peer only.
+    pub async fn add_process_with(&mut self, extra: &[(&str, &str)]) -> u64 {
         let id = self.peers.iter().map(|p| p.id).max().unwrap_or(0) + 1;
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut peer = Peer {
             id,
             raft_addr: format!("127.0.0.1:{}", free_port()),
@@ -183,7 +190,7 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("peer-{id}")),
             log: self.dir.path().join(format!("peer-{id}.log")),
             child: None,
-            env: self.env.clone(),
+            env,
         };
         peer.spawn();
         self.peers.push(peer);

@@ -78,15 +78,13 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let long_id = "n".repeat(64);
     let (status, answer) = c.put_node(1, &long_id, 1).await;
     assert_eq!((status, answer["field"].as_str()), (400, Some("id")));
-    let (status, answer) = c
-        .call(1, Method::PUT, "/v1/regions/r2", Some(json!({"cidrs": ["10.0.0.1/8"], "fallback": []})))
-        .await;
+    let (status, answer) =
+        c.call(1, Method::PUT, "/v1/regions/r2", Some(json!({"cidrs": ["10.0.0.1/8"], "fallback": []}))).await;
     assert_eq!((status, answer["field"].as_str()), (400, Some("cidrs[0]")), "{answer}");
 
     let huge = "x".repeat(70 * 1024);
-    let (status, answer) = c
-        .call(2, Method::PUT, "/v1/regions/r3", Some(json!({"cidrs": [], "fallback": [], "pad": huge})))
-        .await;
+    let (status, answer) =
+        c.call(2, Method::PUT, "/v1/regions/r3", Some(json!({"cidrs": [], "fallback": [], "pad": huge}))).await;
     assert_eq!((status, answer["error"].as_str()), (413, Some("too_large")), "{answer}");
 
     // Nothing reached the log: the one refusal decided by the state machine ("region"
@@ -96,6 +94,8 @@ async fn bad_input_is_refused_and_writes_nothing() {
     assert!(after <= before + 1, "log grew from {before} to {after}");
     let (status, _) = c.call(1, Method::GET, "/v1/regions/r2", None).await;
     assert_eq!(status, 404);
+    let (status, answer) = c.call(1, Method::POST, "/v1/regions/r2", None).await;
+    assert_eq!((status, answer["error"].as_str()), (405, Some("method_not_allowed")), "{answer}");
 }
 
 /// `?cas=REV` applies only at that revision; `cas=0` only when absent.
