@@ -166,7 +166,8 @@ impl Cluster {
         let urls: Vec<String> = cluster.peers.iter().map(|p| p.url()).collect();
         let mut args = vec!["cluster", "init"];
         args.extend(urls.iter().map(|s| s.as_str()));
-        let out = cli(&args);
+        let token = cluster.env.iter().find(|(k, _)| k == "SWITCHBOARD_ADMIN_TOKEN").map(|(_, v)| v.as_str());
+        let out = cli_with_token(&args, token);
         assert!(out.status.success(), "cluster init failed: {}", String::from_utf8_lossy(&out.stderr));
         cluster.await_ready().await;
         cluster
@@ -302,5 +303,15 @@ impl Cluster {
 
 /// Runs the `switchboard` binary with arguments, as an operator would.
 pub fn cli(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env_remove("SWITCHBOARD_ENDPOINT").output().expect("run switchboard")
+    cli_with_token(args, None)
+}
+
+/// Like [`cli`], with `SWITCHBOARD_ADMIN_TOKEN` set (or unset).
+pub fn cli_with_token(args: &[&str], token: Option<&str>) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("SWITCHBOARD_ENDPOINT").env_remove("SWITCHBOARD_ADMIN_TOKEN");
+    if let Some(t) = token {
+        command.env("SWITCHBOARD_ADMIN_TOKEN", t);
+    }
+    command.output().expect("run switchboard")
 }

@@ -132,3 +132,31 @@ async fn compare_and_set_works_both_ways() {
     let (status, _) = c.call(3, Method::PUT, "/v1/nodes/k?cas=bogus", body(1)).await;
     assert_eq!(status, 400);
 }
+
+/// With an admin token, writes and cluster calls need it; reads of resources do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_writes_and_cluster_calls() {
+    let c = Cluster::start_with_env(3, &[("SWITCHBOARD_ADMIN_TOKEN", "s3cret")]).await;
+    let url = |path: &str| format!("{}{}", c.peer(2).url(), path);
+    let region = json!({"cidrs": [], "fallback": []});
+
+    let r = c.http.put(url("/v1/regions/r1")).json(&region).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unauthorized");
+    let r = c.http.put(url("/v1/regions/r1")).bearer_auth("wrong").json(&region).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(c.http.get(url("/v1/cluster")).send().await.unwrap().status(), 401);
+
+    let r = c.http.put(url("/v1/regions/r1")).bearer_auth("s3cret").json(&region).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.http.get(url("/v1/regions/r1")).send().await.unwrap().status(), 200, "reads need no token");
+    assert_eq!(c.http.get(url("/v1/cluster")).bearer_auth("s3cret").send().await.unwrap().status(), 200);
+
+    let out = crate::util::cli_with_token(&["region", "list", "--endpoint", &c.peer(3).url()], None);
+    assert!(out.status.success(), "reads from the CLI need no token");
+    let out = crate::util::cli_with_token(&["cluster", "status", "--endpoint", &c.peer(3).url()], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = crate::util::cli_with_token(&["cluster", "status", "--endpoint", &c.peer(3).url()], Some("s3cret"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
