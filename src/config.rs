@@ -165,9 +165,11 @@ impl Config {
             }
             match addr.parse::<std::net::SocketAddr>() {
                 Err(_) => return Err(ConfigError::Invalid(format!("{name} '{addr}' is not IP:PORT"))),
-                Ok(a) if a.ip().is_unspecified() && name != "dns_addr" => return Err(ConfigError::Invalid(format!(
+                Ok(a) if a.ip().is_unspecified() && name != "dns_addr" => {
+                    return Err(ConfigError::Invalid(format!(
                     "{name} '{addr}' is a wildcard; the other peers dial this address, so give the one they can reach"
-                ))),
+                )))
+                }
                 Ok(_) => {}
             }
         }

@@ -7,11 +7,13 @@
 //! - [`state`]: the pure, deterministic model (commands and `apply`);
 //! - [`raft`]: consensus, storage and the peer-to-peer network;
 //! - [`peer`]: a running peer (writes through the leader, reads, membership);
+//! - [`dispatch`]: failure detection, scoring and election of the node for each domain;
 //! - [`http`]: the API;
 //! - [`cli`]: the `switchboard` command, including `serve` and `dev`.
 
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod peer;

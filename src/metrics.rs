@@ -21,6 +21,10 @@ pub struct Metrics {
     pub snapshots_built: IntCounter,
     pub snapshots_installed: IntCounter,
     pub http_requests: IntCounterVec,
+    pub heartbeats: IntCounter,
+    pub dispatch_changes: IntCounter,
+    pub failovers: IntCounter,
+    pub failover_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -79,6 +83,20 @@ impl Metrics {
             snapshots_installed: counter(
                 "switchboard_raft_snapshots_installed_total",
                 "Snapshots received from a leader",
+            ),
+            heartbeats: counter("switchboard_heartbeats_total", "Heartbeats accepted by this peer"),
+            dispatch_changes: counter(
+                "switchboard_dispatch_changes_total",
+                "Rows of the elected table changed by this peer as leader",
+            ),
+            failovers: counter(
+                "switchboard_failovers_total",
+                "Rows moved off a node that went down, by this peer as leader",
+            ),
+            failover_seconds: histogram(
+                "switchboard_failover_seconds",
+                "From the last heartbeat of a node that went down to the commit of its replacement",
+                prometheus::exponential_buckets(0.25, 1.5, 14).expect("valid buckets"),
             ),
             http_requests,
             registry,

@@ -52,6 +52,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     tracing::info!(id = config.id, raft = %config.raft_addr, http = %config.http_addr, data_dir = %config.data_dir.display(), "peer started");
 
     let rpc = tokio::spawn(serve_rpc(raft_listener, peer.clone(), shutdown.clone()));
+    let dispatch = tokio::spawn(crate::dispatch::run(peer.clone(), shutdown.clone()));
     let app = router(AppState {
         peer: peer.clone(),
         admin_token: secrets.admin_token.filter(|t| !t.is_empty()).map(Arc::from),
@@ -66,6 +67,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     tracing::info!("shutting down");
     let _ = peer.raft.shutdown().await;
     let _ = rpc.await;
+    let _ = dispatch.await;
     let _ = http.await;
     Ok(())
 }

@@ -24,6 +24,10 @@ pub struct DevArgs {
     /// removed on exit.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Do not send heartbeats for the example nodes (they then go down after
+    /// `down_after_ms`, and the dispatch table empties).
+    #[arg(long)]
+    no_heartbeats: bool,
 }
 
 struct Peers {
@@ -115,9 +119,14 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         );
     }
     println!("cluster secret: {} (for peers you add by hand)", dir.join("cluster-secret").display());
+    if !args.no_heartbeats {
+        println!("the example nodes are simulated: heartbeats every 500 ms (--no-heartbeats to stop them)");
+        tokio::spawn(simulate_heartbeats(urls.clone()));
+    }
     println!("try:");
     println!("  switchboard cluster status");
-    println!("  curl -s http://127.0.0.1:8002/v1/nodes");
+    println!("  curl -s http://127.0.0.1:8002/v1/dispatch");
+    println!("  curl -s 'http://127.0.0.1:8003/v1/resolve?name=video.example.com&client=10.30.1.1'");
     println!("Ctrl-C stops every peer.");
 
     let exited = tokio::select! {
@@ -196,4 +205,31 @@ async fn bring_up(urls: &[String], peers: &mut Peers, dir: &std::path::Path) -> 
         }
     }
     Ok(())
+}
+
+/// Heartbeats for the example nodes, each to the next peer in turn, with steady metrics
+/// that differ per node, so that the elected table is stable and explainable.
+async fn simulate_heartbeats(urls: Vec<String>) {
+    let dataset: Value = serde_json::from_str(DATASET).expect("the embedded data set is valid JSON");
+    let nodes: Vec<String> = dataset["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(|r| r["path"].as_str()?.strip_prefix("/v1/nodes/").map(str::to_string))
+        .collect();
+    let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut turn = 0usize;
+    loop {
+        tick.tick().await;
+        for (i, node) in nodes.iter().enumerate() {
+            let body = json!({
+                "cpu": 0.2 + 0.1 * i as f64, "load": 0.3 + 0.05 * i as f64,
+                "latency_ms": 10.0 + 7.0 * i as f64, "error_rate": 0.0, "bandwidth_mbps": 800.0,
+            });
+            turn += 1;
+            let client = &clients[turn % clients.len()];
+            let _ = client.call(Method::POST, &format!("/v1/nodes/{node}/heartbeat"), Some(&body)).await;
+        }
+    }
 }

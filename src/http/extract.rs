@@ -64,6 +64,47 @@ impl Fields {
         }
     }
 
+    pub fn opt_string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => {
+                self.map.remove(name);
+                Ok(None)
+            }
+            Some(_) => self.string(name).map(Some),
+        }
+    }
+
+    pub fn opt_u64(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => {
+                self.map.remove(name);
+                Ok(None)
+            }
+            Some(_) => self.u64(name).map(Some),
+        }
+    }
+
+    /// A finite number; absent means `None`.
+    pub fn f64(&mut self, name: &str) -> Result<Option<f64>, ApiError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(name, "must be a finite number")),
+            Some(_) => Err(ApiError::invalid(name, "must be a number")),
+        }
+    }
+
+    pub fn bool(&mut self, name: &str) -> Result<bool, ApiError> {
+        match self.map.remove(name) {
+            Some(Value::Bool(b)) => Ok(b),
+            Some(_) => Err(ApiError::invalid(name, "must be true or false")),
+            None => Err(ApiError::invalid(name, "is required")),
+        }
+    }
+
     /// A list of strings; absent means empty.
     pub fn strings(&mut self, name: &str) -> Result<Vec<String>, ApiError> {
         match self.map.remove(name) {

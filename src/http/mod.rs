@@ -2,6 +2,7 @@
 //! input, then call the [`Peer`](crate::peer::Peer); they hold no state of their own.
 
 mod cluster;
+mod dispatch;
 mod error;
 mod extract;
 mod registry;

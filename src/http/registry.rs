@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::extract::{Flags, JsonBody};
 use super::{ApiError, AppState};
-use crate::state::{validate, Command, NodeSpec, RegionSpec};
+use crate::state::{validate, Command, Health, Node, NodeSpec, RegionSpec};
 
 pub async fn put_region(
     State(app): State<AppState>,
@@ -100,8 +100,17 @@ pub async fn get_region(
     region.map(|r| Json(json!(r))).ok_or_else(|| ApiError::not_found(format!("region '{name}' does not exist")))
 }
 
+/// A node as clients see it: `health` is `maintenance` while an operator drains it.
+fn node_view(n: &Node) -> Value {
+    let health = if n.maintenance.is_some() { Health::Maintenance } else { n.health };
+    json!({
+        "id": n.id, "ip": n.ip, "region": n.region, "site": n.site, "capacity": n.capacity,
+        "health": health, "maintenance": n.maintenance, "revision": n.revision,
+    })
+}
+
 pub async fn list_nodes(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let nodes = read(&app, q, |s| s.nodes.values().cloned().collect::<Vec<_>>()).await?;
+    let nodes = read(&app, q, |s| s.nodes.values().map(node_view).collect::<Vec<_>>()).await?;
     Ok(Json(json!({ "nodes": nodes })))
 }
 
@@ -110,6 +119,6 @@ pub async fn get_node(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let node = read(&app, q, |s| s.nodes.get(&id).cloned()).await?;
-    node.map(|n| Json(json!(n))).ok_or_else(|| ApiError::not_found(format!("node '{id}' does not exist")))
+    let node = read(&app, q, |s| s.nodes.get(&id).map(node_view)).await?;
+    node.map(Json).ok_or_else(|| ApiError::not_found(format!("node '{id}' does not exist")))
 }

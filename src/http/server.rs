@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use super::{cluster, registry, ApiError};
+use super::{cluster, dispatch, registry, ApiError};
 use crate::peer::Peer;
 
 #[derive(Clone)]
@@ -35,6 +35,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/nodes", get(registry::list_nodes))
         .route("/v1/nodes/{id}", put(registry::put_node).get(registry::get_node).delete(registry::delete_node))
+        .route("/v1/nodes/{id}/heartbeat", post(dispatch::heartbeat))
+        .route("/v1/nodes/{id}/maintenance", put(dispatch::maintenance))
+        .route("/v1/zones", get(dispatch::list_zones))
+        .route("/v1/zones/{name}", put(dispatch::put_zone).get(dispatch::get_zone).delete(dispatch::delete_zone))
+        .route("/v1/sites", get(dispatch::list_sites))
+        .route("/v1/sites/{id}", put(dispatch::put_site).get(dispatch::get_site).delete(dispatch::delete_site))
+        .route("/v1/sites/{id}/pin", put(dispatch::pin_site).delete(dispatch::unpin_site))
+        .route("/v1/domains", get(dispatch::list_domains))
+        .route(
+            "/v1/domains/{name}",
+            put(dispatch::put_domain).get(dispatch::get_domain).delete(dispatch::delete_domain),
+        )
+        .route("/v1/domains/{name}/lock", put(dispatch::lock_domain).delete(dispatch::unlock_domain))
+        .route("/v1/dispatch", get(dispatch::table))
+        .route("/v1/resolve", get(dispatch::resolve))
+        .route("/v1/policy/scoring", put(dispatch::put_policy).get(dispatch::get_policy))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

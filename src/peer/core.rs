@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::proposer::{self, Pending, ProposeError};
 use super::Error;
 use crate::config::Config;
+use crate::dispatch::{NodeMetrics, Observations};
 use crate::metrics::Metrics;
 use crate::raft::rpc::{Connection, Forward, ForwardError, Forwarded, Request, Response, Secret};
 use crate::raft::{self, LogStore, Network, PeerId, PeerInfo, Raft, SharedState, StateMachineStore};
@@ -21,6 +22,10 @@ const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Idle connections kept per leader address for forwarding.
 const MAX_IDLE_CONNECTIONS: usize = 32;
+/// Heartbeats a follower holds for the leader at most; more are refused (503).
+const HEARTBEAT_QUEUE: usize = 65_536;
+/// Heartbeats in one message to the leader at most.
+const HEARTBEAT_BATCH: usize = 4096;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,9 @@ pub struct Peer {
     catch_up_timeout: Duration,
     pool: Mutex<HashMap<String, Vec<Connection>>>,
     http: reqwest::Client,
+    /// The dispatch loop's soft state: what this peer heard from nodes as leader.
+    pub observations: Arc<Observations>,
+    heartbeats: mpsc::Sender<(String, NodeMetrics)>,
 }
 
 /// One member of the cluster as `GET /v1/cluster` shows it.
@@ -106,6 +114,7 @@ impl Peer {
         let proposals = proposer::spawn(raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight);
         tokio::spawn(log_raft_events(raft.clone()));
 
+        let (heartbeats, heartbeat_rx) = mpsc::channel(HEARTBEAT_QUEUE);
         let info = PeerInfo {
             raft_addr: config.raft_addr.clone(),
             http_addr: config.http_addr.clone(),
@@ -126,7 +135,65 @@ impl Peer {
             catch_up_timeout: Duration::from_millis(config.raft.catch_up_timeout_ms),
             pool: Mutex::new(HashMap::new()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client"),
+            observations: Arc::new(Observations::default()),
+            heartbeats,
         }))
+        .inspect(|peer| {
+            tokio::spawn(forward_heartbeats(peer.clone(), heartbeat_rx));
+        })
+    }
+
+    /// Whether this peer is the leader now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Proposes a command only if this peer leads: the dispatch loop's decisions must
+    /// never be carried out by another peer.
+    pub async fn write_as_leader(&self, command: Command) -> Result<Outcome, Error> {
+        if !self.is_leader() {
+            return Err(Error::NoLeader("this peer is no longer the leader".into()));
+        }
+        match self.propose(command, Instant::now() + self.request_timeout).await {
+            Ok(result) => result.map_err(Error::Rejected),
+            Err(Retry::Again(_)) => Err(Error::NoLeader("this peer is no longer the leader".into())),
+            Err(Retry::Fail(e)) => Err(e),
+        }
+    }
+
+    /// Accepts a heartbeat: recorded here as leader, else queued for the leader.
+    pub fn heartbeat(&self, node: String, metrics: NodeMetrics) -> Result<(), Error> {
+        self.metrics.heartbeats.inc();
+        if self.is_leader() {
+            self.observations.record(&node, metrics, Instant::now());
+            return Ok(());
+        }
+        self.heartbeats
+            .try_send((node, metrics))
+            .map_err(|_| Error::NoLeader("too many heartbeats are waiting for the leader; try again".into()))
+    }
+
+    /// The leader's latest metrics of these nodes (all when empty).
+    pub async fn leader_metrics(&self, nodes: Vec<String>) -> Result<HashMap<String, NodeMetrics>, Error> {
+        let pick = |all: HashMap<String, NodeMetrics>| -> HashMap<String, NodeMetrics> {
+            if nodes.is_empty() {
+                all
+            } else {
+                all.into_iter().filter(|(k, _)| nodes.contains(k)).collect()
+            }
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        let leader = self.await_leader(None, deadline).await?;
+        if leader == self.id {
+            return Ok(pick(self.observations.metrics()));
+        }
+        match self.forward(leader, Forward::Metrics(nodes.clone()), deadline).await {
+            Ok(Forwarded::Metrics(m)) => Ok(m.into_iter().collect()),
+            Ok(other) => Err(Error::Fatal(format!("leader answered with {other:?}"))),
+            Err(Retry::Again(_)) => Err(Error::NoLeader("the leader changed; try again".into())),
+            Err(Retry::Fail(e)) => Err(e),
+        }
     }
 
     pub fn secret(&self) -> &Secret {
@@ -367,6 +434,23 @@ impl Peer {
                 Err(_) => Err(not_leader(None)),
             },
             Forward::AddPeer { id, info } => self.add_as_leader(id, info).await,
+            Forward::Heartbeats(beats) => {
+                if !self.is_leader() {
+                    return Err(not_leader(None));
+                }
+                let now = Instant::now();
+                for (node, metrics) in beats {
+                    self.observations.record(&node, metrics, now);
+                }
+                Ok(Forwarded::Accepted)
+            }
+            Forward::Metrics(nodes) => {
+                if !self.is_leader() {
+                    return Err(not_leader(None));
+                }
+                let all = self.observations.metrics();
+                Ok(Forwarded::Metrics(all.into_iter().filter(|(k, _)| nodes.is_empty() || nodes.contains(k)).collect()))
+            }
             Forward::RemovePeer { id } => self.remove_as_leader(id).await,
         }
     }
@@ -575,6 +659,31 @@ fn membership_error(e: RaftError<PeerId, ClientWriteError<PeerId, PeerInfo>>) ->
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader { leader: f.leader_id },
         RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => ForwardError::Rejected(c.to_string()),
         other => ForwardError::Unavailable(other.to_string()),
+    }
+}
+
+/// Passes heartbeats accepted by a follower to the leader, in batches: whatever arrived
+/// while the previous batch was on its way, up to `HEARTBEAT_BATCH`. Heartbeats are soft
+/// state: a batch the leader does not take is dropped, and the next beat replaces it.
+async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, NodeMetrics)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < HEARTBEAT_BATCH {
+            match rx.try_recv() {
+                Ok(beat) => batch.push(beat),
+                Err(_) => break,
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let Ok(leader) = peer.await_leader(None, deadline).await else { continue };
+        if leader == peer.id {
+            let now = Instant::now();
+            for (node, metrics) in batch {
+                peer.observations.record(&node, metrics, now);
+            }
+        } else if let Err(Retry::Fail(e)) = peer.forward(leader, Forward::Heartbeats(batch), deadline).await {
+            tracing::debug!(error = %e, "heartbeats not delivered to the leader");
+        }
     }
 }
 

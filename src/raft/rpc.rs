@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use super::types::{PeerId, PeerInfo, TypeConfig};
+use crate::dispatch::NodeMetrics;
 use crate::state::{Command, Outcome};
 
 /// The largest frame either side accepts: a snapshot chunk or a batch of log entries.
@@ -63,6 +64,10 @@ pub enum Forward {
     AddPeer { id: PeerId, info: PeerInfo },
     /// Remove a peer from the membership.
     RemovePeer { id: PeerId },
+    /// Heartbeats accepted by another peer, for the leader's failure detector.
+    Heartbeats(Vec<(String, NodeMetrics)>),
+    /// The leader's latest metrics of these nodes (empty: all).
+    Metrics(Vec<String>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,6 +75,8 @@ pub enum Forwarded {
     Write(Result<Outcome, crate::state::Error>),
     ReadIndex(u64),
     Membership { log_index: u64 },
+    Accepted,
+    Metrics(Vec<(String, NodeMetrics)>),
 }
 
 /// Why the leader could not serve a forwarded request.

@@ -1,4 +1,6 @@
-use super::{Batch, BatchResult, Command, Error, Health, Node, Outcome, Region, State};
+use super::{
+    Batch, BatchResult, Command, DispatchRow, Domain, Error, Health, Node, Outcome, Region, Site, State, Zone,
+};
 
 impl State {
     /// Applies every command of a batch committed at log index `index`.
@@ -24,13 +26,13 @@ impl State {
             Command::DeleteRegion { name, cas } => {
                 check_cas("region", name, self.regions.get(name).map(|r| r.revision), *cas)?;
                 if let Some(node) = self.nodes.values().find(|n| &n.region == name) {
-                    return Err(Error::InUse {
-                        kind: "region".into(),
-                        id: name.clone(),
-                        user: format!("node '{}'", node.id),
-                    });
+                    return Err(in_use("region", name, format!("node '{}'", node.id)));
+                }
+                if let Some(site) = self.sites.values().find(|s| &s.region == name) {
+                    return Err(in_use("region", name, format!("site '{}'", site.id)));
                 }
                 self.regions.remove(name).ok_or_else(|| Error::not_found("region", name))?;
+                self.dispatch.retain(|(_, region), _| region != name);
                 Ok(Outcome { revision: index })
             }
             Command::PutNode { id, spec, cas } => {
@@ -45,7 +47,16 @@ impl State {
                         ),
                     ));
                 }
+                if let Some(site) = self.sites.get(&spec.site) {
+                    if site.region != spec.region {
+                        return Err(Error::invalid(
+                            "region",
+                            format!("site '{}' is in region '{}', not '{}'", site.id, site.region, spec.region),
+                        ));
+                    }
+                }
                 let health = current.map(|n| n.health).unwrap_or(Health::Unknown);
+                let maintenance = current.and_then(|n| n.maintenance.clone());
                 let node = Node {
                     id: id.clone(),
                     ip: spec.ip,
@@ -53,6 +64,7 @@ impl State {
                     site: spec.site.clone(),
                     capacity: spec.capacity,
                     health,
+                    maintenance,
                     revision: index,
                 };
                 self.nodes.insert(id.clone(), node);
@@ -60,11 +72,164 @@ impl State {
             }
             Command::DeleteNode { id, cas } => {
                 check_cas("node", id, self.nodes.get(id).map(|n| n.revision), *cas)?;
+                if let Some(site) = self.sites.values().find(|s| s.pin.as_ref() == Some(id)) {
+                    return Err(in_use("node", id, format!("the pin of site '{}'", site.id)));
+                }
                 self.nodes.remove(id).ok_or_else(|| Error::not_found("node", id))?;
+                Ok(Outcome { revision: index })
+            }
+            Command::PutZone { name, spec, cas } => {
+                check_cas("zone", name, self.zones.get(name).map(|z| z.revision), *cas)?;
+                let zone = Zone {
+                    name: name.clone(),
+                    ns: spec.ns.clone(),
+                    hostmaster: spec.hostmaster.clone(),
+                    revision: index,
+                };
+                self.zones.insert(name.clone(), zone);
+                Ok(Outcome { revision: index })
+            }
+            Command::DeleteZone { name, cas } => {
+                check_cas("zone", name, self.zones.get(name).map(|z| z.revision), *cas)?;
+                if let Some(d) = self.domains.keys().find(|d| self.zone_of(d).map(|z| &z.name) == Some(name)) {
+                    return Err(in_use("zone", name, format!("domain '{d}'")));
+                }
+                self.zones.remove(name).ok_or_else(|| Error::not_found("zone", name))?;
+                Ok(Outcome { revision: index })
+            }
+            Command::PutSite { id, region, cas } => {
+                let current = self.sites.get(id);
+                check_cas("site", id, current.map(|s| s.revision), *cas)?;
+                if !self.regions.contains_key(region) {
+                    return Err(Error::invalid("region", format!("region '{region}' does not exist")));
+                }
+                let pin = current.and_then(|s| s.pin.clone());
+                self.sites.insert(id.clone(), Site { id: id.clone(), region: region.clone(), pin, revision: index });
+                Ok(Outcome { revision: index })
+            }
+            Command::DeleteSite { id, cas } => {
+                check_cas("site", id, self.sites.get(id).map(|s| s.revision), *cas)?;
+                if let Some(d) = self.domains.values().find(|d| d.sites.contains(id) || d.lock.as_ref() == Some(id)) {
+                    return Err(in_use("site", id, format!("domain '{}'", d.name)));
+                }
+                self.sites.remove(id).ok_or_else(|| Error::not_found("site", id))?;
+                Ok(Outcome { revision: index })
+            }
+            Command::PinSite { id, node } => {
+                if let Some(n) = node {
+                    let Some(target) = self.nodes.get(n) else {
+                        return Err(Error::invalid("node", format!("node '{n}' does not exist")));
+                    };
+                    if target.site != *id {
+                        return Err(Error::invalid(
+                            "node",
+                            format!("node '{n}' belongs to site '{}', not '{id}'", target.site),
+                        ));
+                    }
+                }
+                let site = self.sites.get_mut(id).ok_or_else(|| Error::not_found("site", id))?;
+                site.pin = node.clone();
+                site.revision = index;
+                Ok(Outcome { revision: index })
+            }
+            Command::PutDomain { name, spec, cas } => {
+                let current = self.domains.get(name);
+                check_cas("domain", name, current.map(|d| d.revision), *cas)?;
+                if self.zone_of(name).is_none() {
+                    return Err(Error::invalid(
+                        "name",
+                        format!("no zone contains '{name}'; create the zone first (PUT /v1/zones/NAME)"),
+                    ));
+                }
+                for (i, site) in spec.sites.iter().enumerate() {
+                    if !self.sites.contains_key(site) {
+                        return Err(Error::invalid(format!("sites[{i}]"), format!("site '{site}' does not exist")));
+                    }
+                }
+                let lock = current.and_then(|d| d.lock.clone());
+                let domain =
+                    Domain { name: name.clone(), sites: spec.sites.clone(), ttl: spec.ttl, lock, revision: index };
+                self.domains.insert(name.clone(), domain);
+                Ok(Outcome { revision: index })
+            }
+            Command::DeleteDomain { name, cas } => {
+                check_cas("domain", name, self.domains.get(name).map(|d| d.revision), *cas)?;
+                self.domains.remove(name).ok_or_else(|| Error::not_found("domain", name))?;
+                self.dispatch.retain(|(domain, _), _| domain != name);
+                Ok(Outcome { revision: index })
+            }
+            Command::LockDomain { name, site } => {
+                if let Some(s) = site {
+                    if !self.sites.contains_key(s) {
+                        return Err(Error::invalid("site", format!("site '{s}' does not exist")));
+                    }
+                }
+                let domain = self.domains.get_mut(name).ok_or_else(|| Error::not_found("domain", name))?;
+                domain.lock = site.clone();
+                domain.revision = index;
+                Ok(Outcome { revision: index })
+            }
+            Command::SetMaintenance { id, reason } => {
+                let node = self.nodes.get_mut(id).ok_or_else(|| Error::not_found("node", id))?;
+                node.maintenance = reason.clone();
+                node.revision = index;
+                Ok(Outcome { revision: index })
+            }
+            Command::PutPolicy { weights, hysteresis, down_after_ms } => {
+                self.policy.weights = weights.clone();
+                self.policy.hysteresis = *hysteresis;
+                self.policy.down_after_ms = *down_after_ms;
+                self.policy.revision = index;
+                Ok(Outcome { revision: index })
+            }
+            Command::SetHealth { changes } => {
+                for (id, health) in changes {
+                    // A node deleted meanwhile has no health to change.
+                    if let Some(node) = self.nodes.get_mut(id) {
+                        if node.health != *health {
+                            node.health = *health;
+                            node.revision = index;
+                        }
+                    }
+                }
+                Ok(Outcome { revision: index })
+            }
+            Command::Dispatch { changes, at_ms } => {
+                for c in changes {
+                    // Rows of a domain or region deleted meanwhile are dropped.
+                    if !self.domains.contains_key(&c.domain) || !self.regions.contains_key(&c.region) {
+                        continue;
+                    }
+                    let row = DispatchRow {
+                        node: c.node.clone(),
+                        ip: c.ip,
+                        score: c.score,
+                        reason: c.reason,
+                        since_ms: *at_ms,
+                        revision: index,
+                    };
+                    self.dispatch.insert((c.domain.clone(), c.region.clone()), row);
+                }
                 Ok(Outcome { revision: index })
             }
         }
     }
+
+    /// The zone a name belongs to: the longest zone name that is the name or a suffix of
+    /// it at a label boundary.
+    pub fn zone_of(&self, name: &str) -> Option<&Zone> {
+        let mut candidate = name;
+        loop {
+            if let Some(zone) = self.zones.get(candidate) {
+                return Some(zone);
+            }
+            candidate = candidate.split_once('.')?.1;
+        }
+    }
+}
+
+fn in_use(kind: &str, id: &str, user: String) -> Error {
+    Error::InUse { kind: kind.into(), id: id.into(), user }
 }
 
 /// `cas`: the revision the client expects; 0 means "must not exist".

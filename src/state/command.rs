@@ -3,16 +3,110 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::model::{Health, Reason, Weights};
 use super::Error;
 
 /// One change to the [`State`](super::State). Commands are validated before they are
 /// proposed; `apply` checks only what depends on the state (references, `cas`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    PutRegion { name: String, spec: RegionSpec, cas: Option<u64> },
-    DeleteRegion { name: String, cas: Option<u64> },
-    PutNode { id: String, spec: NodeSpec, cas: Option<u64> },
-    DeleteNode { id: String, cas: Option<u64> },
+    PutRegion {
+        name: String,
+        spec: RegionSpec,
+        cas: Option<u64>,
+    },
+    DeleteRegion {
+        name: String,
+        cas: Option<u64>,
+    },
+    PutNode {
+        id: String,
+        spec: NodeSpec,
+        cas: Option<u64>,
+    },
+    DeleteNode {
+        id: String,
+        cas: Option<u64>,
+    },
+    PutZone {
+        name: String,
+        spec: ZoneSpec,
+        cas: Option<u64>,
+    },
+    DeleteZone {
+        name: String,
+        cas: Option<u64>,
+    },
+    PutSite {
+        id: String,
+        region: String,
+        cas: Option<u64>,
+    },
+    DeleteSite {
+        id: String,
+        cas: Option<u64>,
+    },
+    /// Pin a site to a node (y → IP), or unpin it with `None`.
+    PinSite {
+        id: String,
+        node: Option<String>,
+    },
+    PutDomain {
+        name: String,
+        spec: DomainSpec,
+        cas: Option<u64>,
+    },
+    DeleteDomain {
+        name: String,
+        cas: Option<u64>,
+    },
+    /// Lock a domain to a site (g → y), or unlock it with `None`.
+    LockDomain {
+        name: String,
+        site: Option<String>,
+    },
+    /// Drain a node (`Some(reason)`) or return it to service (`None`).
+    SetMaintenance {
+        id: String,
+        reason: Option<String>,
+    },
+    PutPolicy {
+        weights: Weights,
+        hysteresis: f64,
+        down_after_ms: u64,
+    },
+    /// Health transitions decided by the leader's failure detector.
+    SetHealth {
+        changes: Vec<(String, Health)>,
+    },
+    /// Changes of the elected table decided by the leader, applied together.
+    Dispatch {
+        changes: Vec<RowChange>,
+        at_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneSpec {
+    pub ns: Vec<String>,
+    pub hostmaster: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainSpec {
+    pub sites: Vec<String>,
+    pub ttl: u32,
+}
+
+/// The new content of one row of the elected table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowChange {
+    pub domain: String,
+    pub region: String,
+    pub node: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub score: Option<f64>,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,6 @@ mod error;
 mod model;
 pub mod validate;
 
-pub use command::{Batch, BatchResult, Command, NodeSpec, Outcome, RegionSpec};
+pub use command::{Batch, BatchResult, Command, DomainSpec, NodeSpec, Outcome, RegionSpec, RowChange, ZoneSpec};
 pub use error::Error;
-pub use model::{Health, Node, Region, State};
+pub use model::{DispatchRow, Domain, Health, Node, Policy, Reason, Region, Site, State, Weights, Zone};

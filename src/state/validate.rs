@@ -15,6 +15,110 @@ pub const MAX_CIDRS: usize = 1024;
 pub const MAX_FALLBACK: usize = 16;
 /// Largest capacity a node may declare (an abstract weight, e.g. Gbit/s or slots).
 pub const MAX_CAPACITY: u32 = 1_000_000;
+/// Longest domain name, as DNS allows (RFC 1035), without the final dot.
+pub const MAX_NAME_LEN: usize = 253;
+/// Most sites one domain may list.
+pub const MAX_SITES: usize = 64;
+/// Most name servers one zone may list.
+pub const MAX_NS: usize = 8;
+/// TTL range of a domain's answers, in seconds; the default is [`DEFAULT_TTL`].
+pub const MAX_TTL: u32 = 86_400;
+pub const DEFAULT_TTL: u32 = 20;
+/// Range of `down_after_ms`.
+pub const MIN_DOWN_AFTER_MS: u64 = 100;
+pub const MAX_DOWN_AFTER_MS: u64 = 600_000;
+/// Largest weight of one metric in the scoring policy.
+pub const MAX_WEIGHT: f64 = 1000.0;
+/// Longest maintenance reason.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// A domain name: labels of letters, digits and '-', lowercase, no final dot. Callers
+/// lowercase and strip the final dot of what users type first ([`normalize_name`]).
+pub fn name(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(field, format!("is {} characters long; the limit is {MAX_NAME_LEN}", value.len())));
+    }
+    for part in value.split('.') {
+        label(field, part).map_err(|e| match e {
+            Error::Invalid { message, .. } => Error::invalid(field, format!("'{value}': label {message}")),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// DNS names are case-insensitive: switchboard stores them lowercase, without the final dot.
+pub fn normalize_name(value: &str) -> String {
+    value.trim_end_matches('.').to_ascii_lowercase()
+}
+
+pub fn ttl(field: &str, value: u64) -> Result<u32, Error> {
+    if value == 0 || value > MAX_TTL as u64 {
+        return Err(Error::invalid(field, format!("must be between 1 and {MAX_TTL} seconds")));
+    }
+    Ok(value as u32)
+}
+
+pub fn zone_spec(zone: &str, spec: &super::ZoneSpec) -> Result<(), Error> {
+    name("name", zone)?;
+    if spec.ns.len() > MAX_NS {
+        return Err(Error::invalid("ns", format!("lists {} name servers; the limit is {MAX_NS}", spec.ns.len())));
+    }
+    for (i, ns) in spec.ns.iter().enumerate() {
+        name(&format!("ns[{i}]"), ns)?;
+    }
+    name("hostmaster", &spec.hostmaster.replacen('@', ".", 1))
+}
+
+pub fn domain_spec(domain: &str, spec: &super::DomainSpec) -> Result<(), Error> {
+    name("name", domain)?;
+    if spec.sites.is_empty() {
+        return Err(Error::invalid("sites", "list at least one site"));
+    }
+    if spec.sites.len() > MAX_SITES {
+        return Err(Error::invalid("sites", format!("lists {} sites; the limit is {MAX_SITES}", spec.sites.len())));
+    }
+    for (i, site) in spec.sites.iter().enumerate() {
+        label(&format!("sites[{i}]"), site)?;
+        if spec.sites[..i].contains(site) {
+            return Err(Error::invalid(format!("sites[{i}]"), format!("'{site}' is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+pub fn policy(weights: &super::Weights, hysteresis: f64, down_after_ms: u64) -> Result<(), Error> {
+    let all = [
+        ("latency", weights.latency),
+        ("load", weights.load),
+        ("error_rate", weights.error_rate),
+        ("cpu", weights.cpu),
+    ];
+    for (field, w) in all {
+        if !(0.0..=MAX_WEIGHT).contains(&w) {
+            return Err(Error::invalid(field, format!("must be between 0 and {MAX_WEIGHT}")));
+        }
+    }
+    if all.iter().map(|(_, w)| w).sum::<f64>() <= 0.0 {
+        return Err(Error::invalid("latency", "at least one weight must be above 0"));
+    }
+    if !(0.0..1.0).contains(&hysteresis) {
+        return Err(Error::invalid(
+            "hysteresis",
+            "must be at least 0 and below 1 (0.1: a challenger must cost 10% less)",
+        ));
+    }
+    if !(MIN_DOWN_AFTER_MS..=MAX_DOWN_AFTER_MS).contains(&down_after_ms) {
+        return Err(Error::invalid(
+            "down_after_ms",
+            format!("must be between {MIN_DOWN_AFTER_MS} and {MAX_DOWN_AFTER_MS}"),
+        ));
+    }
+    Ok(())
+}
 
 /// A name used as an identifier: a lowercase DNS label, so it can appear in DNS names,
 /// URLs and metrics labels unchanged.
@@ -107,6 +211,30 @@ mod tests {
         assert!(cidr("cidrs[0]", "10.20.0.0/16").is_ok());
         assert!(cidr("cidrs[0]", "10.20.0.1/16").unwrap_err().to_string().contains("10.20.0.0/16"));
         assert!(cidr("cidrs[0]", "10.20.0.0").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(name("name", "video.example.com").is_ok());
+        assert_eq!(normalize_name("Video.Example.COM."), "video.example.com");
+        for bad in ["", "a..b", "-a.com", "a_b.com", "ä.com"] {
+            assert!(name("name", bad).is_err(), "{bad}");
+        }
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        assert_eq!(long.len(), 253);
+        assert!(name("name", &long).is_ok());
+        assert!(name("name", &format!("{long}e")).is_err());
+        assert!(ttl("ttl", 0).is_err() && ttl("ttl", 86_401).is_err() && ttl("ttl", 20).is_ok());
+    }
+
+    #[test]
+    fn policies() {
+        let w = |l, d| super::super::Weights { latency: l, load: d, error_rate: 0.0, cpu: 0.0 };
+        assert!(policy(&w(0.6, 0.4), 0.1, 1500).is_ok());
+        assert!(policy(&w(0.0, 0.0), 0.1, 1500).is_err());
+        assert!(policy(&w(-1.0, 0.4), 0.1, 1500).is_err());
+        assert!(policy(&w(0.6, 0.4), 1.0, 1500).is_err());
+        assert!(policy(&w(0.6, 0.4), 0.1, 50).is_err());
     }
 
     #[test]

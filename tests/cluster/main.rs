@@ -2,6 +2,7 @@
 //! way an operator does it (the CLI and the HTTP API), with `kill -9` for crashes.
 
 mod cli;
+mod dispatch;
 mod failover;
 mod membership;
 mod util;

@@ -1,0 +1,469 @@
+//! Analysis: from the replicated state and the latest metrics, the node each
+//! (domain, region) should answer with, and why. Pure and deterministic: the same inputs
+//! give the same table, and the trace it records is what `/v1/resolve` shows.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::NodeMetrics;
+use crate::state::{Domain, Health, Node, Reason, RowChange, State, Weights};
+
+/// One candidate as the election saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    pub node: String,
+    pub ip: IpAddr,
+    pub site: String,
+    /// 0–100, higher is better; `None` when the leader has no metrics for the node yet.
+    pub score: Option<f64>,
+    #[serde(skip)]
+    cost: Option<f64>,
+}
+
+/// The outcome for one (domain, region), with the chain of reasons behind it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub node: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub score: Option<f64>,
+    pub reason: Reason,
+    /// The region whose sites answered (differs from the asked region on fallback).
+    pub served_from: Option<String>,
+    pub candidates: Vec<Candidate>,
+    pub trace: Vec<String>,
+}
+
+/// A node's cost under the policy's weights: 0 (ideal) to 1 (worst).
+pub fn cost(weights: &Weights, m: &NodeMetrics) -> f64 {
+    let latency = m.latency_ms.max(0.0) / (m.latency_ms.max(0.0) + 50.0);
+    let parts = [
+        (weights.latency, latency),
+        (weights.load, m.load.clamp(0.0, 1.0)),
+        (weights.error_rate, m.error_rate.clamp(0.0, 1.0)),
+        (weights.cpu, m.cpu.clamp(0.0, 1.0)),
+    ];
+    let total: f64 = parts.iter().map(|(w, _)| w).sum();
+    parts.iter().map(|(w, v)| w * v).sum::<f64>() / total
+}
+
+fn score_of(cost: f64) -> f64 {
+    ((1.0 - cost) * 1000.0).round() / 10.0
+}
+
+/// A node may take traffic: the cluster has it up and no operator is draining it.
+fn usable(node: &Node) -> bool {
+    node.health == Health::Up && node.maintenance.is_none()
+}
+
+struct Election<'a> {
+    state: &'a State,
+    metrics: &'a HashMap<String, NodeMetrics>,
+    trace: Vec<String>,
+}
+
+impl Election<'_> {
+    fn candidate(&self, node: &Node) -> Candidate {
+        let cost = self.metrics.get(&node.id).map(|m| cost(&self.state.policy.weights, m));
+        Candidate { node: node.id.clone(), ip: node.ip, site: node.site.clone(), score: cost.map(score_of), cost }
+    }
+
+    /// Candidates from the given sites, honouring pins.
+    fn candidates(&mut self, sites: &[&str]) -> (Vec<Candidate>, bool) {
+        let mut out = Vec::new();
+        let mut pinned = false;
+        for site_id in sites {
+            let Some(site) = self.state.sites.get(*site_id) else { continue };
+            if let Some(pin) = &site.pin {
+                if let Some(node) = self.state.nodes.get(pin) {
+                    pinned = true;
+                    self.trace.push(format!("site {site_id} is pinned to node {pin}"));
+                    if !usable(node) {
+                        self.trace.push(format!("node {pin} is {}; the pin stands", describe(node)));
+                    }
+                    out.push(self.candidate(node));
+                    continue;
+                }
+            }
+            let nodes: Vec<&Node> = nodes_of_site(self.state, site_id).collect();
+            for node in &nodes {
+                if !usable(node) {
+                    self.trace.push(format!("node {} of site {site_id} is {}", node.id, describe(node)));
+                }
+            }
+            let usable_nodes: Vec<Candidate> = nodes.iter().filter(|n| usable(n)).map(|n| self.candidate(n)).collect();
+            out.extend(usable_nodes);
+        }
+        (out, pinned)
+    }
+}
+
+fn nodes_of_site<'s>(state: &'s State, site: &'s str) -> impl Iterator<Item = &'s Node> + 's {
+    state.nodes.values().filter(move |n| n.site == site)
+}
+
+fn describe(node: &Node) -> String {
+    match (&node.maintenance, node.health) {
+        (Some(reason), _) => format!("in maintenance ({reason})"),
+        (None, Health::Down) => "down".into(),
+        (None, Health::Unknown) => "not yet heard from".into(),
+        (None, Health::Up) => "up".into(),
+        (None, Health::Maintenance) => "in maintenance".into(),
+    }
+}
+
+/// Picks among candidates: the incumbent stays unless a challenger costs at least
+/// `hysteresis` less; without an incumbent, the cheapest (ties: lowest id); without
+/// metrics at all, the lowest id.
+fn choose<'c>(
+    cands: &'c [Candidate],
+    incumbent: Option<&str>,
+    hysteresis: f64,
+    trace: &mut Vec<String>,
+) -> (&'c Candidate, bool) {
+    let best = cands
+        .iter()
+        .filter(|c| c.cost.is_some())
+        .min_by(|a, b| a.cost.partial_cmp(&b.cost).expect("finite costs").then_with(|| a.node.cmp(&b.node)));
+    if let Some(inc) = incumbent.and_then(|i| cands.iter().find(|c| c.node == i)) {
+        match (best, inc.cost) {
+            (Some(b), Some(ic)) if b.node != inc.node && b.cost.expect("scored") < ic * (1.0 - hysteresis) => {
+                trace.push(format!(
+                    "node {} (score {}) beats the incumbent {} (score {}) by more than the {}% margin",
+                    b.node,
+                    b.score.unwrap_or_default(),
+                    inc.node,
+                    inc.score.unwrap_or_default(),
+                    hysteresis * 100.0
+                ));
+                return (b, true);
+            }
+            (Some(b), _) if b.node != inc.node => trace.push(format!(
+                "the incumbent {} stays: no challenger is better by the {}% margin",
+                inc.node,
+                hysteresis * 100.0
+            )),
+            _ => {}
+        }
+        return (inc, false);
+    }
+    match best {
+        Some(b) => (b, false),
+        None => (cands.iter().min_by(|a, b| a.node.cmp(&b.node)).expect("non-empty candidates"), false),
+    }
+}
+
+/// Decides one (domain, region).
+pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Domain, region: &str) -> Decision {
+    let previous = state.dispatch.get(&(domain.name.clone(), region.to_string()));
+    let incumbent = previous.and_then(|r| r.node.clone());
+    let hysteresis = state.policy.hysteresis;
+    let mut e = Election { state, metrics, trace: Vec::new() };
+
+    let finish = |e: Election,
+                  cands: Vec<Candidate>,
+                  chosen: Option<(Candidate, bool)>,
+                  lock_or_pin: Option<Reason>,
+                  served_from: Option<String>| {
+        let mut trace = e.trace;
+        let Some((c, beaten)) = chosen else {
+            trace.push(format!("no candidate for {} in region {region} or its fallbacks: no answer", domain.name));
+            return Decision {
+                node: None,
+                ip: None,
+                score: None,
+                reason: Reason::Empty,
+                served_from: None,
+                candidates: cands,
+                trace,
+            };
+        };
+        let changed = incumbent.as_deref() != Some(c.node.as_str());
+        let reason = if let Some(r) = lock_or_pin {
+            r
+        } else if served_from.as_deref() != Some(region) {
+            Reason::Fallback
+        } else if !changed {
+            match previous.map(|p| p.reason) {
+                // The same node, no longer by an operator's lock or pin.
+                Some(Reason::Lock | Reason::Pin) => Reason::Recovery,
+                Some(r) => r,
+                None => Reason::Initial,
+            }
+        } else if beaten {
+            Reason::BetterScore
+        } else {
+            match (previous, incumbent.as_ref().and_then(|i| state.nodes.get(i))) {
+                (None, _) => Reason::Initial,
+                (Some(p), _)
+                    if p.node.is_none() || matches!(p.reason, Reason::Lock | Reason::Pin | Reason::Fallback) =>
+                {
+                    Reason::Recovery
+                }
+                (Some(_), Some(n)) if n.maintenance.is_some() => Reason::Maintenance,
+                (Some(_), _) => Reason::Failover,
+            }
+        };
+        trace.push(format!("answer: node {} ({})", c.node, c.ip));
+        Decision {
+            node: Some(c.node.clone()),
+            ip: Some(c.ip),
+            score: c.score,
+            reason,
+            served_from,
+            candidates: cands,
+            trace,
+        }
+    };
+
+    if let Some(lock) = &domain.lock {
+        e.trace.push(format!("domain {} is locked to site {lock}", domain.name));
+        let (mut cands, pinned) = e.candidates(&[lock.as_str()]);
+        if cands.is_empty() {
+            // The operator's choice stands: answer from the locked site even if no node
+            // there is healthy.
+            e.trace.push(format!("no usable node in site {lock}; the lock stands"));
+            cands = nodes_of_site(state, lock).map(|n| e.candidate(n)).collect();
+        }
+        let site_region = state.sites.get(lock).map(|s| s.region.clone());
+        if cands.is_empty() {
+            return finish(e, cands, None, Some(Reason::Lock), None);
+        }
+        let chosen = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace);
+        let chosen = (chosen.0.clone(), chosen.1);
+        let reason = if pinned { Reason::Pin } else { Reason::Lock };
+        return finish(e, cands.clone(), Some(chosen), Some(reason), site_region);
+    }
+
+    let mut regions = vec![region.to_string()];
+    if let Some(r) = state.regions.get(region) {
+        regions.extend(r.fallback.iter().cloned());
+    }
+    for (i, r) in regions.iter().enumerate() {
+        if i > 0 {
+            e.trace.push(format!("falling back to region {r}"));
+        }
+        let sites: Vec<&str> = domain
+            .sites
+            .iter()
+            .filter(|s| state.sites.get(*s).is_some_and(|site| &site.region == r))
+            .map(|s| s.as_str())
+            .collect();
+        if sites.is_empty() {
+            e.trace.push(format!("domain {} has no site in region {r}", domain.name));
+            continue;
+        }
+        let (cands, pinned) = e.candidates(&sites);
+        if cands.is_empty() {
+            e.trace.push(format!("no usable node in region {r} ({})", sites.join(", ")));
+            continue;
+        }
+        let chosen = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace);
+        let chosen = (chosen.0.clone(), chosen.1);
+        let reason = pinned.then_some(Reason::Pin);
+        return finish(e, cands.clone(), Some(chosen), reason, Some(r.clone()));
+    }
+    finish(e, Vec::new(), None, None, None)
+}
+
+/// Every row of the elected table that must change: a different node (or none), or a row
+/// not elected yet. A changed score alone changes nothing, so noisy metrics cost no log
+/// writes.
+pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<RowChange> {
+    let mut out = Vec::new();
+    for domain in state.domains.values() {
+        for region in state.regions.keys() {
+            let d = decide(state, metrics, domain, region);
+            let current = state.dispatch.get(&(domain.name.clone(), region.clone()));
+            let manual = |r: Reason| matches!(r, Reason::Lock | Reason::Pin);
+            let same = current
+                .is_some_and(|row| row.node == d.node && row.ip == d.ip && manual(row.reason) == manual(d.reason));
+            if !same {
+                out.push(RowChange {
+                    domain: domain.name.clone(),
+                    region: region.clone(),
+                    node: d.node,
+                    ip: d.ip,
+                    score: d.score,
+                    reason: d.reason,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Command, DomainSpec, NodeSpec, RegionSpec, ZoneSpec};
+
+    /// Two areas, sea falls back to eu, us has no fallback; three sites; four nodes up.
+    fn world() -> State {
+        let mut s = State::default();
+        let mut i = 0;
+        let mut apply = |s: &mut State, c: Command| {
+            i += 1;
+            s.apply(i, &c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        };
+        let region = |name: &str, fallback: &[&str]| Command::PutRegion {
+            name: name.into(),
+            spec: RegionSpec { cidrs: vec![], fallback: fallback.iter().map(|s| s.to_string()).collect() },
+            cas: None,
+        };
+        apply(&mut s, region("sea", &["eu"]));
+        apply(&mut s, region("eu", &[]));
+        apply(&mut s, region("us", &[]));
+        apply(
+            &mut s,
+            Command::PutZone {
+                name: "example.com".into(),
+                spec: ZoneSpec { ns: vec![], hostmaster: "h.example.com".into() },
+                cas: None,
+            },
+        );
+        for (site, region) in [("sg-1", "sea"), ("sg-2", "sea"), ("fra-1", "eu")] {
+            apply(&mut s, Command::PutSite { id: site.into(), region: region.into(), cas: None });
+        }
+        for (id, site, region, ip) in [
+            ("sg-a", "sg-1", "sea", "192.0.2.1"),
+            ("sg-b", "sg-1", "sea", "192.0.2.2"),
+            ("sg-c", "sg-2", "sea", "192.0.2.3"),
+            ("fra-a", "fra-1", "eu", "192.0.2.4"),
+        ] {
+            let spec = NodeSpec { ip: ip.parse().unwrap(), region: region.into(), site: site.into(), capacity: 1 };
+            apply(&mut s, Command::PutNode { id: id.into(), spec, cas: None });
+        }
+        apply(
+            &mut s,
+            Command::SetHealth {
+                changes: ["sg-a", "sg-b", "sg-c", "fra-a"].map(|n| (n.to_string(), Health::Up)).to_vec(),
+            },
+        );
+        let spec = DomainSpec { sites: vec!["sg-1".into(), "sg-2".into(), "fra-1".into()], ttl: 20 };
+        apply(&mut s, Command::PutDomain { name: "video.example.com".into(), spec, cas: None });
+        s
+    }
+
+    fn m(latency_ms: f64, load: f64) -> NodeMetrics {
+        NodeMetrics { latency_ms, load, ..NodeMetrics::default() }
+    }
+
+    /// Runs the executor's step: commit whatever changes, return the table as node names.
+    fn step(s: &mut State, metrics: &HashMap<String, NodeMetrics>) -> Vec<RowChange> {
+        let changes = changes(s, metrics);
+        let index = s.dispatch.values().map(|r| r.revision).max().unwrap_or(100) + 1;
+        s.apply(index, &Command::Dispatch { changes: changes.clone(), at_ms: 0 }).unwrap();
+        changes
+    }
+
+    fn answer(s: &State, region: &str) -> (Option<String>, Reason) {
+        let row = &s.dispatch[&("video.example.com".to_string(), region.to_string())];
+        (row.node.clone(), row.reason)
+    }
+
+    fn set(s: &mut State, c: Command) {
+        s.apply(10_000 + s.dispatch.len() as u64, &c).unwrap();
+    }
+
+    fn metrics(pairs: &[(&str, NodeMetrics)]) -> HashMap<String, NodeMetrics> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn the_best_node_per_area_and_fallback_and_sovereignty() {
+        let mut s = world();
+        let mx =
+            metrics(&[("sg-a", m(40.0, 0.5)), ("sg-b", m(10.0, 0.2)), ("sg-c", m(30.0, 0.3)), ("fra-a", m(20.0, 0.1))]);
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-b".into()), Reason::Initial));
+        assert_eq!(answer(&s, "eu"), (Some("fra-a".into()), Reason::Initial));
+        // us has no site of this domain and no fallback: no foreign node answers there.
+        assert_eq!(answer(&s, "us"), (None, Reason::Empty));
+        assert!(changes(&s, &mx).is_empty(), "a second pass changes nothing");
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_healthy_incumbent_against_a_slightly_better_challenger() {
+        let mut s = world();
+        let base = m(20.0, 0.4);
+        let c0 = cost(&s.policy.weights, &base);
+        step(&mut s, &metrics(&[("sg-b", base.clone())]));
+        assert_eq!(answer(&s, "sea").0.as_deref(), Some("sg-b"));
+        // A challenger 5% cheaper does not take over; one 15% cheaper does.
+        let five = NodeMetrics {
+            load: base.load * 0.95,
+            latency_ms: 20.0 * 0.95 / (1.0 + 0.05 * 20.0 / 50.0) * 1.0,
+            ..base.clone()
+        };
+        let c5 = cost(&s.policy.weights, &five);
+        assert!(c5 < c0 && c5 > c0 * 0.9, "the 5% challenger: {c5} vs {c0}");
+        assert!(step(&mut s, &metrics(&[("sg-b", base.clone()), ("sg-c", five)])).is_empty());
+        assert_eq!(answer(&s, "sea").0.as_deref(), Some("sg-b"));
+        let much = m(5.0, 0.2);
+        assert!(cost(&s.policy.weights, &much) < c0 * 0.85);
+        step(&mut s, &metrics(&[("sg-b", base), ("sg-c", much)]));
+        assert_eq!(answer(&s, "sea"), (Some("sg-c".into()), Reason::BetterScore));
+    }
+
+    #[test]
+    fn failover_maintenance_fallback_and_recovery() {
+        let mut s = world();
+        let mx =
+            metrics(&[("sg-a", m(40.0, 0.5)), ("sg-b", m(10.0, 0.2)), ("sg-c", m(30.0, 0.3)), ("fra-a", m(20.0, 0.1))]);
+        step(&mut s, &mx);
+        set(&mut s, Command::SetHealth { changes: vec![("sg-b".into(), Health::Down)] });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-c".into()), Reason::Failover));
+        set(&mut s, Command::SetMaintenance { id: "sg-c".into(), reason: Some("kernel upgrade".into()) });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-a".into()), Reason::Maintenance));
+        set(&mut s, Command::SetHealth { changes: vec![("sg-a".into(), Health::Down)] });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("fra-a".into()), Reason::Fallback), "sea is empty: eu answers");
+        set(&mut s, Command::SetHealth { changes: vec![("sg-b".into(), Health::Up)] });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-b".into()), Reason::Recovery));
+        set(&mut s, Command::SetHealth { changes: vec![("fra-a".into(), Health::Down)] });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "eu"), (None, Reason::Empty));
+    }
+
+    #[test]
+    fn locks_and_pins_beat_scores_and_stand_when_down() {
+        let mut s = world();
+        let mx =
+            metrics(&[("sg-a", m(40.0, 0.5)), ("sg-b", m(10.0, 0.2)), ("sg-c", m(30.0, 0.3)), ("fra-a", m(20.0, 0.1))]);
+        step(&mut s, &mx);
+        set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: Some("fra-1".into()) });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("fra-a".into()), Reason::Lock));
+        assert_eq!(answer(&s, "us"), (Some("fra-a".into()), Reason::Lock), "a lock answers in every region");
+        set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: None });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-b".into()), Reason::Recovery));
+        assert_eq!(answer(&s, "eu"), (Some("fra-a".into()), Reason::Recovery), "same node, no longer locked");
+
+        set(&mut s, Command::PinSite { id: "sg-1".into(), node: Some("sg-a".into()) });
+        set(&mut s, Command::SetHealth { changes: vec![("sg-a".into(), Health::Down)] });
+        let d = decide(&s, &mx, &s.domains["video.example.com"], "sea");
+        assert!(d.trace.iter().any(|t| t.contains("pinned to node sg-a")), "{:?}", d.trace);
+        assert!(d.trace.iter().any(|t| t.contains("sg-a is down; the pin stands")), "{:?}", d.trace);
+        // sg-1's pin offers sg-a only; sg-2 still offers sg-c, which scores better.
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea").0.as_deref(), Some("sg-c"));
+        set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: Some("sg-1".into()) });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-a".into()), Reason::Pin), "lock + pin: the pinned node, though down");
+    }
+
+    #[test]
+    fn without_metrics_the_incumbent_stays() {
+        let mut s = world();
+        step(&mut s, &metrics(&[("sg-c", m(10.0, 0.1))]));
+        assert_eq!(answer(&s, "sea").0.as_deref(), Some("sg-c"));
+        // A new leader has heard nothing yet: no reshuffle.
+        assert!(changes(&s, &HashMap::new()).is_empty());
+    }
+}

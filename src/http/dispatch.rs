@@ -1,0 +1,329 @@
+//! Dispatch resources: zones, sites and domains, the manual controls (lock, pin,
+//! maintenance), heartbeats, the elected table, `resolve` and the scoring policy.
+
+use std::net::IpAddr;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::extract::{Fields, Flags, JsonBody};
+use super::{ApiError, AppState};
+use crate::dispatch::{analyse, NodeMetrics};
+use crate::state::{self, validate, Command, DomainSpec, Weights, ZoneSpec};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+/// Parses `?cas` and proposes the command; answers with the new revision and `extra`.
+async fn write(app: &AppState, command: Command, mut extra: Value) -> Answer {
+    let outcome = app.peer.write(command).await?;
+    extra["revision"] = json!(outcome.revision);
+    Ok(Json(extra))
+}
+
+async fn read<T>(app: &AppState, query: Option<String>, f: impl FnOnce(&state::State) -> T) -> Result<T, ApiError> {
+    let flags = Flags::parse(query.as_deref())?;
+    app.peer.read_barrier(flags.consistency()).await?;
+    Ok(f(&app.peer.state.read().state))
+}
+
+fn domain_name(raw: &str) -> Result<String, ApiError> {
+    let name = validate::normalize_name(raw);
+    validate::name("name", &name)?;
+    Ok(name)
+}
+
+fn optional_f64(body: &mut Fields, name: &str) -> Result<Option<f64>, ApiError> {
+    body.f64(name)
+}
+
+// ---- zones ----
+
+pub async fn put_zone(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let name = domain_name(&name)?;
+    let ns: Vec<String> = body.strings("ns")?.iter().map(|n| validate::normalize_name(n)).collect();
+    let hostmaster = body.opt_string("hostmaster")?.unwrap_or_else(|| format!("hostmaster.{name}"));
+    body.finish()?;
+    let spec = ZoneSpec { ns, hostmaster: validate::normalize_name(&hostmaster) };
+    validate::zone_spec(&name, &spec)?;
+    let extra = json!({"name": name, "ns": spec.ns, "hostmaster": spec.hostmaster});
+    write(&app, Command::PutZone { name, spec, cas: flags.cas }, extra).await
+}
+
+pub async fn delete_zone(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let name = validate::normalize_name(&name);
+    write(&app, Command::DeleteZone { name: name.clone(), cas: flags.cas }, json!({"name": name, "deleted": true}))
+        .await
+}
+
+pub async fn get_zone(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let name = validate::normalize_name(&name);
+    let zone = read(&app, q, |s| s.zones.get(&name).cloned()).await?;
+    zone.map(|z| Json(json!(z))).ok_or_else(|| ApiError::not_found(format!("zone '{name}' does not exist")))
+}
+
+pub async fn list_zones(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let zones = read(&app, q, |s| s.zones.values().cloned().collect::<Vec<_>>()).await?;
+    Ok(Json(json!({ "zones": zones })))
+}
+
+// ---- sites ----
+
+pub async fn put_site(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let region = body.string("region")?;
+    body.finish()?;
+    validate::label("id", &id)?;
+    validate::label("region", &region)?;
+    write(
+        &app,
+        Command::PutSite { id: id.clone(), region: region.clone(), cas: flags.cas },
+        json!({"id": id, "region": region}),
+    )
+    .await
+}
+
+pub async fn delete_site(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    write(&app, Command::DeleteSite { id: id.clone(), cas: flags.cas }, json!({"id": id, "deleted": true})).await
+}
+
+pub async fn get_site(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let site = read(&app, q, |s| s.sites.get(&id).cloned()).await?;
+    site.map(|s| Json(json!(s))).ok_or_else(|| ApiError::not_found(format!("site '{id}' does not exist")))
+}
+
+pub async fn list_sites(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let sites = read(&app, q, |s| s.sites.values().cloned().collect::<Vec<_>>()).await?;
+    Ok(Json(json!({ "sites": sites })))
+}
+
+pub async fn pin_site(State(app): State<AppState>, Path(id): Path<String>, JsonBody(mut body): JsonBody) -> Answer {
+    let node = body.string("node")?;
+    body.finish()?;
+    validate::label("node", &node)?;
+    write(&app, Command::PinSite { id: id.clone(), node: Some(node.clone()) }, json!({"id": id, "pin": node})).await
+}
+
+pub async fn unpin_site(State(app): State<AppState>, Path(id): Path<String>) -> Answer {
+    write(&app, Command::PinSite { id: id.clone(), node: None }, json!({"id": id, "pin": null})).await
+}
+
+// ---- domains ----
+
+pub async fn put_domain(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let name = domain_name(&name)?;
+    let sites = body.strings("sites")?;
+    let ttl = match body.opt_u64("ttl")? {
+        Some(t) => validate::ttl("ttl", t)?,
+        None => validate::DEFAULT_TTL,
+    };
+    body.finish()?;
+    let spec = DomainSpec { sites, ttl };
+    validate::domain_spec(&name, &spec)?;
+    let extra = json!({"name": name, "sites": spec.sites, "ttl": spec.ttl});
+    write(&app, Command::PutDomain { name, spec, cas: flags.cas }, extra).await
+}
+
+pub async fn delete_domain(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let name = validate::normalize_name(&name);
+    write(&app, Command::DeleteDomain { name: name.clone(), cas: flags.cas }, json!({"name": name, "deleted": true}))
+        .await
+}
+
+pub async fn get_domain(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let name = validate::normalize_name(&name);
+    let domain = read(&app, q, |s| s.domains.get(&name).cloned()).await?;
+    domain.map(|d| Json(json!(d))).ok_or_else(|| ApiError::not_found(format!("domain '{name}' does not exist")))
+}
+
+pub async fn list_domains(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let domains = read(&app, q, |s| s.domains.values().cloned().collect::<Vec<_>>()).await?;
+    Ok(Json(json!({ "domains": domains })))
+}
+
+pub async fn lock_domain(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let site = body.string("site")?;
+    body.finish()?;
+    validate::label("site", &site)?;
+    let name = validate::normalize_name(&name);
+    write(
+        &app,
+        Command::LockDomain { name: name.clone(), site: Some(site.clone()) },
+        json!({"name": name, "lock": site}),
+    )
+    .await
+}
+
+pub async fn unlock_domain(State(app): State<AppState>, Path(name): Path<String>) -> Answer {
+    let name = validate::normalize_name(&name);
+    write(&app, Command::LockDomain { name: name.clone(), site: None }, json!({"name": name, "lock": null})).await
+}
+
+// ---- nodes: maintenance and heartbeats ----
+
+pub async fn maintenance(State(app): State<AppState>, Path(id): Path<String>, JsonBody(mut body): JsonBody) -> Answer {
+    let enabled = body.bool("enabled")?;
+    let reason = body.opt_string("reason")?.unwrap_or_else(|| "maintenance".into());
+    body.finish()?;
+    if reason.len() > validate::MAX_REASON_LEN {
+        return Err(ApiError::invalid("reason", format!("is over {} characters", validate::MAX_REASON_LEN)));
+    }
+    let reason = enabled.then_some(reason);
+    write(
+        &app,
+        Command::SetMaintenance { id: id.clone(), reason: reason.clone() },
+        json!({"id": id, "maintenance": reason}),
+    )
+    .await
+}
+
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(mut body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut metric = |name: &str, max: f64| -> Result<f64, ApiError> {
+        let v = body.f64(name)?.unwrap_or(0.0);
+        if !(0.0..=max).contains(&v) {
+            return Err(ApiError::invalid(name, format!("must be between 0 and {max}")));
+        }
+        Ok(v)
+    };
+    let metrics = NodeMetrics {
+        cpu: metric("cpu", 1.0)?,
+        load: metric("load", 1.0)?,
+        latency_ms: metric("latency_ms", 600_000.0)?,
+        error_rate: metric("error_rate", 1.0)?,
+        bandwidth_mbps: metric("bandwidth_mbps", 1e9)?,
+    };
+    body.finish()?;
+    if !app.peer.state.read().state.nodes.contains_key(&id) {
+        return Err(ApiError::not_found(format!("node '{id}' does not exist; register it with PUT /v1/nodes/{id}")));
+    }
+    app.peer.heartbeat(id, metrics)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))))
+}
+
+// ---- the table, resolve, policy ----
+
+pub async fn table(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let rows = read(&app, q, |s| {
+        s.dispatch
+            .iter()
+            .map(|((domain, region), row)| {
+                json!({
+                    "domain": domain, "region": region, "node": row.node, "ip": row.ip, "score": row.score,
+                    "reason": row.reason, "since_ms": row.since_ms, "revision": row.revision,
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    Ok(Json(json!({ "rows": rows })))
+}
+
+/// The region a client address belongs to: the longest matching prefix over all regions'
+/// networks; `None` when no region lists it.
+pub fn region_for(state: &state::State, client: IpAddr) -> Option<(String, String)> {
+    state
+        .regions
+        .values()
+        .flat_map(|r| r.cidrs.iter().filter(|net| net.contains(&client)).map(move |net| (net.prefix_len(), r, net)))
+        .max_by_key(|(len, r, _)| (*len, std::cmp::Reverse(r.name.clone())))
+        .map(|(_, r, net)| (r.name.clone(), net.to_string()))
+}
+
+pub async fn resolve(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let query = q.unwrap_or_default();
+    let param = |key: &str| {
+        query.split('&').find_map(|p| p.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
+    };
+    let name = domain_name(&param("name").ok_or_else(|| ApiError::invalid("name", "is required"))?)?;
+    let client: Option<IpAddr> = match param("client") {
+        Some(c) => Some(c.parse().map_err(|_| ApiError::invalid("client", format!("'{c}' is not an IP address")))?),
+        None => None,
+    };
+    let flags = Flags::parse(Some(&query))?;
+    app.peer.read_barrier(flags.consistency()).await?;
+    let metrics = if flags.stale { Default::default() } else { app.peer.leader_metrics(Vec::new()).await? };
+    let applied = app.peer.state.read();
+    let state = &applied.state;
+    let mut trace = Vec::new();
+    let region = match client.and_then(|c| region_for(state, c)) {
+        Some((region, net)) => {
+            trace.push(format!("client {} is in {net}: region {region}", client.expect("matched a client")));
+            region
+        }
+        None => {
+            let own = app.peer.info.region.clone();
+            match client {
+                Some(c) => trace.push(format!("no region lists {c}: this peer's region {own}")),
+                None => trace.push(format!("no client given: this peer's region {own}")),
+            }
+            own
+        }
+    };
+    let Some(domain) = state.domains.get(&name) else {
+        return Err(ApiError::not_found(format!("'{name}' is not a managed domain")));
+    };
+    let row = state.dispatch.get(&(name.clone(), region.clone()));
+    let decision = analyse::decide(state, &metrics, domain, &region);
+    trace.extend(decision.trace.iter().cloned());
+    Ok(Json(json!({
+        "name": name,
+        "client": client,
+        "region": region,
+        "answer": row.map(|r| json!({"node": r.node, "ip": r.ip, "ttl": domain.ttl, "reason": r.reason, "since_ms": r.since_ms, "revision": r.revision})),
+        "candidates": decision.candidates,
+        "served_from": decision.served_from,
+        "why": trace,
+        "metrics": if flags.stale { "omitted with ?stale" } else { "the leader's latest" },
+    })))
+}
+
+pub async fn get_policy(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let policy = read(&app, q, |s| s.policy.clone()).await?;
+    Ok(Json(json!(policy)))
+}
+
+pub async fn put_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+    let current = app.peer.state.read().state.policy.clone();
+    let w = &current.weights;
+    let weights = Weights {
+        latency: optional_f64(&mut body, "latency")?.unwrap_or(w.latency),
+        load: optional_f64(&mut body, "load")?.unwrap_or(w.load),
+        error_rate: optional_f64(&mut body, "error_rate")?.unwrap_or(w.error_rate),
+        cpu: optional_f64(&mut body, "cpu")?.unwrap_or(w.cpu),
+    };
+    let hysteresis = optional_f64(&mut body, "hysteresis")?.unwrap_or(current.hysteresis);
+    let down_after_ms = body.opt_u64("down_after_ms")?.unwrap_or(current.down_after_ms);
+    body.finish()?;
+    validate::policy(&weights, hysteresis, down_after_ms)?;
+    let extra = json!({"weights": weights, "hysteresis": hysteresis, "down_after_ms": down_after_ms});
+    write(&app, Command::PutPolicy { weights, hysteresis, down_after_ms }, extra).await
+}
