@@ -96,10 +96,21 @@ pub fn converge(ids: &[u64], timeout: Duration, interrupted: impl Fn() -> bool) 
         let leader = loop {
             let status = statuses(ids);
             let leaders: Vec<Option<u64>> = status.values().map(|s| s.get("leader").and_then(Value::as_u64)).collect();
-            if status.len() == ids.len() && leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
+            // Every peer lists the same members: exactly the cluster's peers (a spare the
+            // membership nemesis added is gone again), no learner.
+            let members_agree = status.values().all(|s| {
+                let mut m = member_ids(s, "members");
+                m.sort_unstable();
+                m == ids && member_ids(s, "learners").is_empty()
+            });
+            if status.len() == ids.len()
+                && leaders[0].is_some()
+                && leaders.iter().all(|l| *l == leaders[0])
+                && members_agree
+            {
                 break leaders[0];
             }
-            wait("the peers did not agree on one leader", &format!("{status:?}"))?;
+            wait("the peers did not agree on one leader and on the members", &format!("{status:?}"))?;
         };
         out.leader = leader;
         // 2. A write goes through.
@@ -158,6 +169,14 @@ pub fn converge(ids: &[u64], timeout: Duration, interrupted: impl Fn() -> bool) 
         Err(e) => out.message = e,
     }
     out
+}
+
+fn member_ids(status: &Value, field: &str) -> Vec<u64> {
+    status
+        .get(field)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|m| m.get("id")?.as_u64()).collect())
+        .unwrap_or_default()
 }
 
 fn statuses(ids: &[u64]) -> BTreeMap<u64, Value> {

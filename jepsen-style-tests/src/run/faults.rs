@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::nemesis::{grudges, Fault, Scheduled, Target};
+use super::nemesis::{grudges, Fault, Scheduled, SnapshotStep, Target};
 use super::peers::{self, Peers};
 use super::topology::{peer_ip, peer_ns};
-use super::{http, sh};
+use super::{clock, http, membership, sh, snapshot};
 
 /// What happened to one scheduled fault.
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +31,21 @@ enum Undo {
     Restart(u64),
     Resume(u64),
     Netem,
+    /// Remove the spare that was added, through this member, and stop it.
+    RemoveSpare {
+        spare: u64,
+        via: u64,
+    },
+    /// Restart the peer and wait until it caught up.
+    RestartCaughtUp(u64),
+    /// Restart the peer once the leader purged past `last`, kill it right after it installed
+    /// the snapshot, restart it again and wait until it caught up.
+    InstallCrash {
+        id: u64,
+        last: u64,
+    },
+    /// Put these peers' clocks back to the true time.
+    Clock(Vec<u64>),
 }
 
 pub struct Injector {
@@ -51,6 +66,8 @@ impl Injector {
     /// Fires a fault. A failure to inject is recorded (and makes coverage fail), not fatal.
     pub fn fire(&mut self, scheduled: &Scheduled, peers: &mut Peers) {
         let ids = peers.ids();
+        // A fault is active from the moment its injection begins (adding a peer takes a while).
+        let began = self.now();
         let mut record = Record {
             index: scheduled.index,
             fault: scheduled.fault.clone(),
@@ -75,6 +92,44 @@ impl Injector {
                     record.description = how;
                     Undo::Netem
                 }),
+            Fault::Membership { spare, via } => {
+                record.description =
+                    format!("add spare peer {spare} through peer {via} ({} -> {} voters)", ids.len(), ids.len() + 1);
+                membership::add(peers, *spare, *via).map(|index| {
+                    record.description.push_str(&format!(", membership entry {index}"));
+                    Undo::RemoveSpare { spare: *spare, via: *via }
+                })
+            }
+            Fault::SnapshotCrash { target, during } => {
+                let id = snapshot::follower(*target, &ids);
+                let how = if id == *target { String::new() } else { format!(" (peer {target} leads)") };
+                match during {
+                    SnapshotStep::Build => {
+                        record.description = format!("kill -9 follower {id}{how} right after it builds a snapshot");
+                        let wait = scheduled.duration.saturating_sub(Duration::from_secs(1));
+                        snapshot::kill_after_build(peers, id, wait).map(|what| {
+                            record.description.push_str(&format!(": {what}"));
+                            Undo::RestartCaughtUp(id)
+                        })
+                    }
+                    SnapshotStep::Install => {
+                        record.description = format!(
+                            "kill -9 follower {id}{how}, restart it once the log it needs is purged, \
+                             kill -9 it right after it installs the leader's snapshot"
+                        );
+                        snapshot::kill_for_install(peers, id).map(|last| Undo::InstallCrash { id, last })
+                    }
+                }
+            }
+            Fault::Clock { skews } => {
+                let list: Vec<String> =
+                    skews.iter().map(|s| format!("peer {} {:+} s", s.peer, s.offset_secs)).collect();
+                record.description = format!("clock skew: {}", list.join(", "));
+                skew(peers, skews).map(|seen| {
+                    record.description.push_str(&format!(" (confirmed: {seen})"));
+                    Undo::Clock(skews.iter().map(|s| s.peer).collect())
+                })
+            }
             partition => {
                 let leader = leader(&ids);
                 let cut = grudges(partition, &ids, leader);
@@ -84,7 +139,7 @@ impl Injector {
         };
         match result {
             Ok(undo) => {
-                record.started = Some(self.now());
+                record.started = Some(began);
                 self.active = Some((record, undo));
             }
             Err(e) => {
@@ -107,6 +162,14 @@ impl Injector {
             Undo::Restart(id) => peers.start(id),
             Undo::Resume(id) => peers.resume(id),
             Undo::Netem => clear_netem(&peers.ids()).and(clear_firewall(&peers.ids())),
+            Undo::RemoveSpare { spare, via } => membership::remove(peers, spare, via).map(|index| {
+                record.description.push_str(&format!("; removed at entry {index}"));
+            }),
+            Undo::RestartCaughtUp(id) => snapshot::restart_and_catch_up(peers, id),
+            Undo::InstallCrash { id, last } => snapshot::crash_during_install(peers, id, last).map(|what| {
+                record.description.push_str(&format!(": {what}"));
+            }),
+            Undo::Clock(ids) => unskew(peers, &ids),
         };
         match result {
             Ok(()) => record.healed = Some(self.now()),
@@ -120,6 +183,17 @@ impl Injector {
 pub fn heal_everything(peers: &mut Peers) -> Result<(), String> {
     let ids = peers.ids();
     let mut errors = Vec::new();
+    if let Err(e) = unskew(peers, &ids) {
+        errors.push(e);
+    }
+    // A spare still running was not removed (its heal failed): try once more.
+    for spare in peers.all_ids().into_iter().filter(|id| !ids.contains(id)) {
+        if peers.state(spare) != Some(peers::State::Spare) {
+            if let Err(e) = membership::remove(peers, spare, ids[0]) {
+                errors.push(e);
+            }
+        }
+    }
     if let Err(e) = clear_firewall(&ids) {
         errors.push(e);
     }
@@ -135,6 +209,37 @@ pub fn heal_everything(peers: &mut Peers) -> Result<(), String> {
         Err(errors.join("; "))
     }
 }
+
+/// Moves the peers' clocks and confirms each one moved; returns how they were seen.
+fn skew(peers: &Peers, skews: &[super::nemesis::Skew]) -> Result<String, String> {
+    let lib = peers.faketime().ok_or("the clock nemesis runs only with libfaketime preloaded")?;
+    for s in skews {
+        clock::set(peers.dir(), s.peer, s.offset_secs)?;
+    }
+    let mut seen = Vec::new();
+    for s in skews {
+        let pid = peers.pid(s.peer).ok_or_else(|| format!("peer {} is not running", s.peer))?;
+        seen.push(clock::confirm(&lib, peers.dir(), s.peer, pid, s.offset_secs, CLOCK_TIMEOUT)?);
+    }
+    Ok(seen.join("; "))
+}
+
+/// Puts the peers' clocks back to the true time.
+fn unskew(peers: &Peers, ids: &[u64]) -> Result<(), String> {
+    let Some(lib) = peers.faketime() else { return Ok(()) };
+    for &id in ids {
+        clock::set(peers.dir(), id, 0)?;
+    }
+    for &id in ids {
+        if let Some(pid) = peers.pid(id) {
+            clock::confirm(&lib, peers.dir(), id, pid, 0, CLOCK_TIMEOUT)?;
+        }
+    }
+    Ok(())
+}
+
+/// libfaketime re-reads its file every second; the Date header has whole seconds.
+const CLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn resolve(target: Target, ids: &[u64]) -> (u64, &'static str) {
     match target {

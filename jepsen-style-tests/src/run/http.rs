@@ -15,6 +15,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Response {
     pub status: u16,
     pub body: Value,
+    /// The `Date` header, if any: the server's wall clock (the clock nemesis checks it).
+    pub date: Option<String>,
 }
 
 impl Response {
@@ -116,6 +118,7 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
         .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
     let mut chunked = false;
     let mut length = None;
+    let mut date = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else { continue };
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
@@ -123,6 +126,8 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
             chunked = true;
         } else if name == "content-length" {
             length = value.parse::<usize>().ok();
+        } else if name == "date" {
+            date = Some(value.to_string());
         }
     }
     let mut body = raw[split + 4..].to_vec();
@@ -139,7 +144,7 @@ pub fn parse(raw: &[u8]) -> Result<Response, String> {
     } else {
         serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
     };
-    Ok(Response { status, body })
+    Ok(Response { status, body, date })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {

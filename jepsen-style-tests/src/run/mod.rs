@@ -2,14 +2,18 @@
 //! a seeded schedule, then the checks. See docs/jepsen.md.
 
 pub mod checks;
+pub mod clock;
 pub mod faults;
 pub mod http;
+pub mod logwatch;
+pub mod membership;
 pub mod nemesis;
 pub mod peers;
 pub mod recorder;
 pub mod results;
 pub mod sh;
 pub mod signals;
+pub mod snapshot;
 pub mod timeline;
 pub mod topology;
 pub mod workload;
@@ -32,7 +36,8 @@ pub struct RunArgs {
     /// Seconds of workload under faults (set-up, recovery and checks come on top).
     #[arg(long, default_value_t = 60)]
     pub time: u64,
-    /// Faults to inject, comma-separated: partition, kill, pause, netem (delay, loss), all, none.
+    /// Faults to inject, comma-separated: partition, kill, pause, netem (delay, loss),
+    /// membership, snapshot-crash, clock, all, none.
     #[arg(long, default_value = "partition,kill,pause")]
     pub nemesis: String,
     /// Workloads, comma-separated: register, set.
@@ -60,9 +65,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3000)]
     pub request_timeout_ms: u64,
     /// Snapshot every this many entries (SWITCHBOARD_RAFT_SNAPSHOT_EVERY); small values make
-    /// lagging peers catch up by snapshot.
-    #[arg(long, default_value_t = 500)]
-    pub snapshot_every: u64,
+    /// lagging peers catch up by snapshot. Default: 500, or 40 with the snapshot-crash nemesis.
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
     /// Read registers with `?stale`: expected to be found non-linearizable under partitions.
     #[arg(long)]
     pub stale_reads: bool,
@@ -128,6 +133,9 @@ fn reproduce_line(args: &RunArgs, seed: u64) -> String {
     if args.stale_reads {
         line.push_str(" --stale-reads");
     }
+    if let Some(n) = args.snapshot_every {
+        line.push_str(&format!(" --snapshot-every {n}"));
+    }
     line
 }
 
@@ -144,6 +152,9 @@ struct Plan {
     nemeses: Vec<Nemesis>,
     binary: PathBuf,
     ids: Vec<u64>,
+    snapshot_every: u64,
+    /// libfaketime, when the clock nemesis runs.
+    faketime: Option<PathBuf>,
 }
 
 fn plan(args: &RunArgs) -> Result<Plan, String> {
@@ -178,6 +189,12 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
         return Err(format!("--concurrency {} is less than the {} workloads", args.concurrency, workloads.len()));
     }
     let nemeses = Nemesis::parse_list(&args.nemesis)?;
+    let faketime = if nemeses.contains(&Nemesis::Clock) { Some(clock::find_libfaketime()?) } else { None };
+    let default_snapshot_every = if nemeses.contains(&Nemesis::SnapshotCrash) { 40 } else { 500 };
+    let snapshot_every = args.snapshot_every.unwrap_or(default_snapshot_every);
+    if snapshot_every == 0 {
+        return Err("--snapshot-every must be positive".into());
+    }
     let binary = args
         .binary
         .clone()
@@ -189,7 +206,7 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
         ));
     }
     let binary = binary.canonicalize().map_err(|e| format!("{}: {e}", binary.display()))?;
-    Ok(Plan { workloads, nemeses, binary, ids: (1..=args.peers).collect() })
+    Ok(Plan { workloads, nemeses, binary, ids: (1..=args.peers).collect(), snapshot_every, faketime })
 }
 
 fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, String> {
@@ -199,18 +216,21 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     write_json(&dir.join("schedule.json"), &json!(schedule))?;
     println!("  {} faults scheduled over {}s ({:?})", schedule.len(), args.time, plan.nemeses);
 
-    let mut topology = Topology::create(&plan.ids)?;
+    let spares = nemesis::spares(&schedule);
+    let all_ids: Vec<u64> = plan.ids.iter().chain(&spares).copied().collect();
+    let mut topology = Topology::create(&all_ids)?;
     let config = PeerConfig {
         binary: plan.binary.clone(),
         dir: dir.to_path_buf(),
         secret: format!("{:032x}", rand::random::<u128>()),
         env: vec![
             ("SWITCHBOARD_HTTP_REQUEST_TIMEOUT_MS".into(), args.request_timeout_ms.to_string()),
-            ("SWITCHBOARD_RAFT_SNAPSHOT_EVERY".into(), args.snapshot_every.to_string()),
-            ("SWITCHBOARD_RAFT_KEEP_LOGS".into(), (args.snapshot_every / 5).max(1).to_string()),
+            ("SWITCHBOARD_RAFT_SNAPSHOT_EVERY".into(), plan.snapshot_every.to_string()),
+            ("SWITCHBOARD_RAFT_KEEP_LOGS".into(), (plan.snapshot_every / 5).max(1).to_string()),
         ],
+        faketime: plan.faketime.clone(),
     };
-    let mut peers = Peers::new(config, &plan.ids)?;
+    let mut peers = Peers::new(config, &plan.ids, &spares)?;
     for &id in &plan.ids {
         peers.start(id)?;
     }
@@ -304,7 +324,7 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     if let Some(e) = record_error {
         return Err(e);
     }
-    let logs: Vec<(u64, PathBuf)> = plan.ids.iter().map(|&id| (id, peers::log_path(dir, id))).collect();
+    let logs: Vec<(u64, PathBuf)> = all_ids.iter().map(|&id| (id, peers::log_path(dir, id))).collect();
     let log_refs: Vec<(u64, &Path)> = logs.iter().map(|(id, p)| (*id, p.as_path())).collect();
     let outcome = results::Outcome::judge(results::Inputs {
         workloads: &plan.workloads,
@@ -320,7 +340,7 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     std::fs::write(dir.join("timeline.html"), html).map_err(|e| format!("cannot write timeline.html: {e}"))?;
     write_json(&dir.join("faults.json"), &json!(injector.records))?;
     if outcome.valid == crate::checker::Validity::Valid && !args.keep_data {
-        for &id in &plan.ids {
+        for &id in &all_ids {
             let _ = std::fs::remove_dir_all(dir.join("peers").join(format!("n{id}")));
         }
     }

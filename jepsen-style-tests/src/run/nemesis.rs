@@ -23,10 +23,25 @@ pub enum Nemesis {
     Pause,
     /// Delay and loss on every peer's link (tc netem).
     Netem,
+    /// Add a spare peer to the cluster under load, remove it at the heal.
+    Membership,
+    /// kill -9 a follower right after it built or installed a snapshot.
+    #[serde(rename = "snapshot-crash")]
+    SnapshotCrash,
+    /// Skew peers' wall clocks (libfaketime).
+    Clock,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 4] = [Nemesis::Partition, Nemesis::Kill, Nemesis::Pause, Nemesis::Netem];
+    pub const ALL: [Nemesis; 7] = [
+        Nemesis::Partition,
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Netem,
+        Nemesis::Membership,
+        Nemesis::SnapshotCrash,
+        Nemesis::Clock,
+    ];
 
     pub fn parse_list(list: &str) -> Result<Vec<Nemesis>, String> {
         let mut out = BTreeSet::new();
@@ -36,6 +51,9 @@ impl Nemesis {
                 "kill" => out.insert(Nemesis::Kill),
                 "pause" => out.insert(Nemesis::Pause),
                 "netem" | "delay" | "loss" => out.insert(Nemesis::Netem),
+                "membership" => out.insert(Nemesis::Membership),
+                "snapshot-crash" => out.insert(Nemesis::SnapshotCrash),
+                "clock" => out.insert(Nemesis::Clock),
                 "all" => {
                     out.extend(Nemesis::ALL);
                     true
@@ -43,8 +61,9 @@ impl Nemesis {
                 "none" => true,
                 other => {
                     return Err(format!(
-                    "unknown nemesis '{other}'; choose from partition, kill, pause, netem (or delay, loss), all, none"
-                ))
+                        "unknown nemesis '{other}'; choose from partition, kill, pause, netem (or delay, loss), \
+                         membership, snapshot-crash, clock, all, none"
+                    ))
                 }
             };
         }
@@ -97,6 +116,38 @@ pub enum Fault {
         jitter_ms: u32,
         loss_percent: u32,
     },
+    /// Start `spare` (a fresh peer, not a member), add it through member `via`
+    /// (`POST /v1/cluster/peers`), remove it at the heal (`DELETE /v1/cluster/peers/ID`).
+    Membership {
+        spare: u64,
+        via: u64,
+    },
+    /// kill -9 `target` (or, when it leads, the next follower) right after its log shows
+    /// the snapshot step, then restart it and wait until it caught up.
+    SnapshotCrash {
+        target: u64,
+        during: SnapshotStep,
+    },
+    /// Set these peers' wall clocks this many seconds off; back to true time at the heal.
+    Clock {
+        skews: Vec<Skew>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotStep {
+    /// The follower builds a snapshot of its own (`snapshot built`).
+    Build,
+    /// The follower, kept down until the leader purged its log, receives the leader's
+    /// snapshot on restart (`snapshot installed from leader`).
+    Install,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Skew {
+    pub peer: u64,
+    pub offset_secs: i64,
 }
 
 impl Fault {
@@ -108,6 +159,9 @@ impl Fault {
             Fault::Kill { .. } => Nemesis::Kill,
             Fault::Pause { .. } => Nemesis::Pause,
             Fault::Netem { .. } => Nemesis::Netem,
+            Fault::Membership { .. } => Nemesis::Membership,
+            Fault::SnapshotCrash { .. } => Nemesis::SnapshotCrash,
+            Fault::Clock { .. } => Nemesis::Clock,
         }
     }
 }
@@ -147,6 +201,9 @@ pub fn schedule(seed: u64, nemeses: &[Nemesis], peers: &[u64], time: Duration) -
     }
     let mut turn: Vec<Nemesis> = Vec::new();
     let mut t = LEAD_IN;
+    // Spare peers get fresh ids after the members', one per membership fault: a removed
+    // peer is never started again.
+    let mut next_spare = peers.iter().max().copied().unwrap_or(0) + 1;
     loop {
         let duration = Duration::from_millis(rng.gen_range(MIN_FAULT_MS..=MAX_FAULT_MS));
         if t + duration + Duration::from_secs(1) > time {
@@ -157,14 +214,14 @@ pub fn schedule(seed: u64, nemeses: &[Nemesis], peers: &[u64], time: Duration) -
             turn.shuffle(&mut rng);
         }
         let nemesis = turn.pop().unwrap_or(Nemesis::Partition);
-        let fault = draw(&mut rng, nemesis, peers);
+        let fault = draw(&mut rng, nemesis, peers, &mut next_spare);
         out.push(Scheduled { index: out.len(), at: t, duration, fault });
         t += duration + Duration::from_millis(rng.gen_range(MIN_GAP_MS..=MAX_GAP_MS));
     }
     out
 }
 
-fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64]) -> Fault {
+fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64], next_spare: &mut u64) -> Fault {
     let any = |rng: &mut ChaCha8Rng| peers[rng.gen_range(0..peers.len())];
     let target = |rng: &mut ChaCha8Rng| {
         let fallback = any(rng);
@@ -204,7 +261,43 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64]) -> Fault {
             jitter_ms: rng.gen_range(0..=50),
             loss_percent: rng.gen_range(2..=15),
         },
+        Nemesis::SnapshotCrash => Fault::SnapshotCrash {
+            target: any(rng),
+            during: if rng.gen_bool(0.5) { SnapshotStep::Build } else { SnapshotStep::Install },
+        },
+        Nemesis::Clock => {
+            // One or two peers; small and large skews, ahead and behind.
+            let mut shuffled = peers.to_vec();
+            shuffled.shuffle(rng);
+            let n = rng.gen_range(1..=2).min(peers.len());
+            let mut skews: Vec<Skew> = shuffled[..n]
+                .iter()
+                .map(|&peer| {
+                    let magnitude = [5, 30, 120, 3_600, 86_400][rng.gen_range(0..5)];
+                    let sign = if rng.gen_bool(0.5) { 1 } else { -1 };
+                    Skew { peer, offset_secs: sign * magnitude }
+                })
+                .collect();
+            skews.sort_by_key(|s| s.peer);
+            Fault::Clock { skews }
+        }
+        Nemesis::Membership => {
+            let spare = *next_spare;
+            *next_spare += 1;
+            Fault::Membership { spare, via: any(rng) }
+        }
     }
+}
+
+/// The spare peers a schedule starts (beyond the members), in order.
+pub fn spares(schedule: &[Scheduled]) -> Vec<u64> {
+    schedule
+        .iter()
+        .filter_map(|s| match s.fault {
+            Fault::Membership { spare, .. } => Some(spare),
+            _ => None,
+        })
+        .collect()
 }
 
 /// For a partition: which peers each peer refuses traffic from. Symmetric.
@@ -309,6 +402,19 @@ mod tests {
     fn nemesis_lists() {
         assert_eq!(Nemesis::parse_list("kill, partition,kill").unwrap(), vec![Nemesis::Partition, Nemesis::Kill]);
         assert_eq!(Nemesis::parse_list("delay").unwrap(), vec![Nemesis::Netem]);
-        assert!(Nemesis::parse_list("clock").unwrap_err().contains("unknown nemesis 'clock'"));
+        assert_eq!(Nemesis::parse_list("clock,snapshot-crash").unwrap(), vec![Nemesis::SnapshotCrash, Nemesis::Clock]);
+        assert!(Nemesis::parse_list("clocks").unwrap_err().contains("unknown nemesis 'clocks'"));
+    }
+
+    #[test]
+    fn membership_faults_use_a_fresh_spare_each() {
+        let s = schedule(3, &[Nemesis::Membership, Nemesis::Kill], &[1, 2, 3], Duration::from_secs(120));
+        assert_eq!(spares(&s), (4..4 + spares(&s).len() as u64).collect::<Vec<_>>());
+        assert!(spares(&s).len() >= 2, "{s:?}");
+        for f in &s {
+            if let Fault::Membership { via, .. } = f.fault {
+                assert!([1, 2, 3].contains(&via));
+            }
+        }
     }
 }

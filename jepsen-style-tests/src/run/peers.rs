@@ -32,6 +32,9 @@ pub struct PeerConfig {
     pub secret: String,
     /// Extra `SWITCHBOARD_*` settings (e.g. a short request timeout).
     pub env: Vec<(String, String)>,
+    /// libfaketime, preloaded into every peer so the clock nemesis can skew its wall clock
+    /// (see clock.rs); `None` runs the peers on the true clock.
+    pub faketime: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub enum State {
     Killed,
     /// Exited on its own.
     Exited(Option<i32>),
+    /// A spare: not started yet, or stopped for good after its removal from the cluster.
+    Spare,
 }
 
 struct Peer {
@@ -54,18 +59,44 @@ struct Peer {
 pub struct Peers {
     config: PeerConfig,
     peers: BTreeMap<u64, Peer>,
+    members: Vec<u64>,
 }
 
 impl Peers {
-    pub fn new(config: PeerConfig, ids: &[u64]) -> Result<Peers, String> {
+    /// `ids` form the cluster; `spares` are peers the membership nemesis starts and adds
+    /// later.
+    pub fn new(config: PeerConfig, ids: &[u64], spares: &[u64]) -> Result<Peers, String> {
         std::fs::create_dir_all(config.dir.join("peers"))
             .map_err(|e| format!("cannot create {}: {e}", config.dir.join("peers").display()))?;
-        let peers = ids.iter().map(|&id| (id, Peer { child: None, state: State::Killed })).collect();
-        Ok(Peers { config, peers })
+        let mut peers: BTreeMap<u64, Peer> =
+            ids.iter().map(|&id| (id, Peer { child: None, state: State::Killed })).collect();
+        peers.extend(spares.iter().map(|&id| (id, Peer { child: None, state: State::Spare })));
+        Ok(Peers { config, peers, members: ids.to_vec() })
     }
 
+    /// The peers that form the cluster (spares are not among them).
     pub fn ids(&self) -> Vec<u64> {
+        self.members.clone()
+    }
+
+    /// Every peer, spares included.
+    pub fn all_ids(&self) -> Vec<u64> {
         self.peers.keys().copied().collect()
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// libfaketime, when the peers run under it.
+    pub fn faketime(&self) -> Option<PathBuf> {
+        self.config.faketime.clone()
+    }
+
+    /// The process id of a running (or paused) peer.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.peers.get(&id)?.child.as_ref().map(|c| c.id())
     }
 
     pub fn log_path(&self, id: u64) -> PathBuf {
@@ -108,6 +139,11 @@ impl Peers {
         for (k, v) in &self.config.env {
             cmd.env(k, v);
         }
+        if let Some(lib) = &self.config.faketime {
+            for (k, v) in super::clock::preload_env(lib, dir, id)? {
+                cmd.env(k, v);
+            }
+        }
         // SAFETY: prctl between fork and exec; the peer gets SIGKILL if this thread ends,
         // so no peer outlives the runner even when the runner itself is killed.
         unsafe {
@@ -132,6 +168,25 @@ impl Peers {
         child.wait().map_err(|e| format!("cannot reap peer {id}: {e}"))?;
         peer.child = None;
         peer.state = State::Killed;
+        Ok(())
+    }
+
+    /// Stops a spare for good (after its removal from the cluster): SIGTERM, SIGKILL after
+    /// `grace`. Its log and data stay.
+    pub fn retire(&mut self, id: u64, grace: Duration) -> Result<(), String> {
+        let peer = self.peers.get_mut(&id).ok_or_else(|| format!("no peer {id}"))?;
+        if let Some(child) = peer.child.as_mut() {
+            // SAFETY: a signal to our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            child.wait().map_err(|e| format!("cannot reap peer {id}: {e}"))?;
+        }
+        peer.child = None;
+        peer.state = State::Spare;
         Ok(())
     }
 
@@ -181,7 +236,7 @@ impl Peers {
 
     /// Resumes paused peers and restarts killed ones.
     pub fn heal_all(&mut self) -> Result<(), String> {
-        for id in self.ids() {
+        for id in self.all_ids() {
             match self.state(id) {
                 Some(State::Paused) => self.resume(id)?,
                 Some(State::Killed) => self.start(id)?,
@@ -193,7 +248,7 @@ impl Peers {
 
     /// SIGTERM to every peer, then SIGKILL to what is left after `grace`.
     pub fn stop_all(&mut self, grace: Duration) {
-        for id in self.ids() {
+        for id in self.all_ids() {
             let _ = self.signal(id, libc::SIGCONT);
             let _ = self.signal(id, libc::SIGTERM);
         }

@@ -209,7 +209,7 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: Value) -> Result<Response, http::Error> {
-        Ok(Response { status, body })
+        Ok(Response { status, body, date: None })
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! The snapshot-crash nemesis: kill -9 a follower right after its log shows a snapshot
+//! step, restart it, and wait until it caught up.
+//!
+//! - `build`: the follower builds a snapshot of its own (`snapshot built`, logged once the
+//!   snapshot is persisted, before the log before it is purged).
+//! - `install`: the follower is killed and kept down until the leader's log is purged past
+//!   the follower's last entry, so that on restart it must receive the leader's snapshot;
+//!   it is killed again right after `snapshot installed from leader`, then restarted.
+//!
+//! The kill follows the log line within a few milliseconds: it lands in the steps after
+//! the snapshot is written (purging, applying what follows), not inside the write itself,
+//! which would need a crash point in the product.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::faults::leader;
+use super::http;
+use super::logwatch::LogWatch;
+use super::peers::{http_addr, Peers};
+
+const REQUEST: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(100);
+/// Longest wait for the leader to purge past a dead follower's log.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for a restarted follower to receive the snapshot.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a restarted follower to catch up with the leader.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `target`, or the next peer after it when it leads: the nemesis crashes a follower.
+pub fn follower(target: u64, ids: &[u64]) -> u64 {
+    if leader(ids) != Some(target) {
+        return target;
+    }
+    let at = ids.iter().position(|&id| id == target).unwrap_or(0);
+    ids[(at + 1) % ids.len()]
+}
+
+/// Waits (up to `timeout`) for `snapshot built` in peer `id`'s log, then kills it.
+pub fn kill_after_build(peers: &mut Peers, id: u64, timeout: Duration) -> Result<String, String> {
+    let started = Instant::now();
+    let mut watch = LogWatch::from_end(&peers.log_path(id));
+    let line = watch
+        .wait_for("snapshot built", timeout)
+        .map_err(|e| format!("{e}: the follower built no snapshot in time (too few writes for --snapshot-every?)"))?;
+    peers.kill(id)?;
+    Ok(format!("killed right after `{}` (waited {:.1} s for it)", summary(&line), started.elapsed().as_secs_f64()))
+}
+
+/// Peer `id`'s last log index, then kill -9: the first half of the `install` fault.
+pub fn kill_for_install(peers: &mut Peers, id: u64) -> Result<u64, String> {
+    let last = status(id)?.get("last_log_index").and_then(Value::as_u64).unwrap_or(0);
+    peers.kill(id)?;
+    Ok(last)
+}
+
+/// The second half: once the leader purged past `last`, restart the follower, kill it
+/// right after it installed the leader's snapshot, restart it and wait until it caught up.
+pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64) -> Result<String, String> {
+    let others: Vec<u64> = peers.ids().into_iter().filter(|&p| p != id).collect();
+    let deadline = Instant::now() + PURGE_TIMEOUT;
+    let purged = loop {
+        let purged = leader(&others).and_then(|l| status(l).ok()).and_then(|s| s.get("purged_index")?.as_u64());
+        match purged {
+            Some(p) if p > last => break p,
+            _ if Instant::now() > deadline => {
+                return Err(format!(
+                    "the leader did not purge its log past peer {id}'s last entry {last} within {PURGE_TIMEOUT:?} \
+                     (purged: {purged:?}); too few writes for --snapshot-every?"
+                ))
+            }
+            _ => std::thread::sleep(POLL),
+        }
+    };
+    let mut watch = LogWatch::from_end(&peers.log_path(id));
+    peers.start(id)?;
+    let line = watch.wait_for("snapshot installed from leader", INSTALL_TIMEOUT)?;
+    peers.kill(id)?;
+    peers.start(id)?;
+    let index = await_caught_up(id, &others, CATCH_UP_TIMEOUT)?;
+    Ok(format!(
+        "down while the leader purged to {purged} (its log ended at {last}); restarted, killed right after `{}`; \
+         restarted, caught up to {index}",
+        summary(&line)
+    ))
+}
+
+/// Restarts peer `id` and waits until it caught up with the leader.
+pub fn restart_and_catch_up(peers: &mut Peers, id: u64) -> Result<(), String> {
+    peers.start(id)?;
+    let others: Vec<u64> = peers.ids().into_iter().filter(|&p| p != id).collect();
+    await_caught_up(id, &others, CATCH_UP_TIMEOUT).map(|_| ())
+}
+
+/// Waits until peer `id` applied everything the leader (among `others`) had committed
+/// when the wait began; returns that index.
+fn await_caught_up(id: u64, others: &[u64], timeout: Duration) -> Result<u64, String> {
+    let deadline = Instant::now() + timeout;
+    let mut goal = None;
+    let mut seen = None;
+    loop {
+        if goal.is_none() {
+            goal = leader(others).and_then(|l| status(l).ok()).and_then(|s| s.get("commit_index")?.as_u64());
+        }
+        if let Some(goal) = goal {
+            seen = status(id).ok().and_then(|s| s.get("applied_index")?.as_u64());
+            if seen.is_some_and(|a| a >= goal) {
+                return Ok(goal);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "peer {id} did not catch up within {timeout:?}: applied {seen:?}, the leader had committed {goal:?}"
+            ));
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn status(id: u64) -> Result<Value, String> {
+    let r = http::get(http_addr(id), "/v1/cluster", REQUEST).map_err(|e| e.to_string())?;
+    if r.status == 200 {
+        Ok(r.body)
+    } else {
+        Err(format!("GET /v1/cluster on peer {id}: {}", r.describe()))
+    }
+}
+
+/// A snapshot log line in short: its message and the index it covers, e.g.
+/// `snapshot built` at index 359.
+fn summary(line: &str) -> String {
+    let message = ["snapshot installed from leader", "snapshot built"].into_iter().find(|m| line.contains(m));
+    let index: Option<String> =
+        line.rsplit_once("index: ").map(|(_, rest)| rest.chars().take_while(char::is_ascii_digit).collect());
+    match (message, index) {
+        (Some(m), Some(i)) => format!("{m}` at index `{i}"),
+        _ => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn summaries_of_snapshot_lines() {
+        let line = "2026-11-24T01:21:53Z  INFO switchboard::raft::state_machine: snapshot built \
+                    last_applied=Some(LogId { leader_id: LeaderId { term: 1, node_id: 1 }, index: 359 }) bytes=15390";
+        assert_eq!(super::summary(line), "snapshot built` at index `359");
+    }
+}
