@@ -51,10 +51,38 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
-    /// Edge nodes.
+    /// Edge nodes: registration, maintenance, heartbeats.
     Node {
         #[command(subcommand)]
         command: resource::NodeCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Sites (y): groups of nodes in a region; pins.
+    Site {
+        #[command(subcommand)]
+        command: resource::SiteCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Managed domains (g): the sites that serve them; locks.
+    Domain {
+        #[command(subcommand)]
+        command: resource::DomainCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// DNS zones this cluster answers for.
+    Zone {
+        #[command(subcommand)]
+        command: resource::ZoneCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// The elected table, resolve, and the scoring policy.
+    Dispatch {
+        #[command(subcommand)]
+        command: resource::DispatchCommand,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -68,6 +96,10 @@ impl Cli {
             Command::Cluster { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Region { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Node { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Site { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Domain { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Zone { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Dispatch { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
         }
     }
 }

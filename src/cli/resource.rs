@@ -113,6 +113,30 @@ pub enum NodeCommand {
         #[command(flatten)]
         write: WriteFlags,
     },
+    /// Drain the node (DNS moves off it) or return it to service.
+    Maintenance {
+        id: String,
+        #[arg(long, conflicts_with = "off")]
+        on: bool,
+        #[arg(long)]
+        off: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Send one heartbeat for the node (agents normally do this every 500 ms).
+    Heartbeat {
+        id: String,
+        #[arg(long, default_value_t = 0.0)]
+        cpu: f64,
+        #[arg(long, default_value_t = 0.0)]
+        load: f64,
+        #[arg(long, default_value_t = 0.0)]
+        latency_ms: f64,
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        #[arg(long, default_value_t = 0.0)]
+        bandwidth_mbps: f64,
+    },
 }
 
 impl NodeCommand {
@@ -126,6 +150,252 @@ impl NodeCommand {
             NodeCommand::List { read } => client.get(&format!("/v1/nodes{}", read_query(&read))).await?,
             NodeCommand::Delete { id, write } => {
                 client.call(Method::DELETE, &format!("/v1/nodes/{id}{}", write_query(&write)), None).await?
+            }
+            NodeCommand::Maintenance { id, on, off, reason } => {
+                if on == off {
+                    return Err(CliError::Usage("give --on or --off".into()));
+                }
+                let body = json!({ "enabled": on, "reason": reason });
+                client.call(Method::PUT, &format!("/v1/nodes/{id}/maintenance"), Some(&body)).await?
+            }
+            NodeCommand::Heartbeat { id, cpu, load, latency_ms, error_rate, bandwidth_mbps } => {
+                let body = json!({ "cpu": cpu, "load": load, "latency_ms": latency_ms, "error_rate": error_rate, "bandwidth_mbps": bandwidth_mbps });
+                client.call(Method::POST, &format!("/v1/nodes/{id}/heartbeat"), Some(&body)).await?
+            }
+        };
+        print(&answer);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ZoneCommand {
+    /// Create or replace a zone this cluster answers for.
+    Put {
+        name: String,
+        /// A name server for the apex (repeat for more); none: the peers themselves.
+        #[arg(long)]
+        ns: Vec<String>,
+        #[arg(long)]
+        hostmaster: Option<String>,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    List {
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
+}
+
+impl ZoneCommand {
+    pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let answer = match self {
+            ZoneCommand::Put { name, ns, hostmaster, write } => {
+                let mut body = json!({ "ns": ns });
+                if let Some(h) = hostmaster {
+                    body["hostmaster"] = json!(h);
+                }
+                client.call(Method::PUT, &format!("/v1/zones/{name}{}", write_query(&write)), Some(&body)).await?
+            }
+            ZoneCommand::Get { name, read } => client.get(&format!("/v1/zones/{name}{}", read_query(&read))).await?,
+            ZoneCommand::List { read } => client.get(&format!("/v1/zones{}", read_query(&read))).await?,
+            ZoneCommand::Delete { name, write } => {
+                client.call(Method::DELETE, &format!("/v1/zones/{name}{}", write_query(&write)), None).await?
+            }
+        };
+        print(&answer);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create or replace a site (y) in a region.
+    Put {
+        id: String,
+        #[arg(long)]
+        region: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
+    Get {
+        id: String,
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    List {
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    Delete {
+        id: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
+    /// Pin the site to one of its nodes (y → IP), whatever the scores.
+    Pin { id: String, node: String },
+    /// Lift the pin.
+    Unpin { id: String },
+}
+
+impl SiteCommand {
+    pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let answer = match self {
+            SiteCommand::Put { id, region, write } => {
+                let body = json!({ "region": region });
+                client.call(Method::PUT, &format!("/v1/sites/{id}{}", write_query(&write)), Some(&body)).await?
+            }
+            SiteCommand::Get { id, read } => client.get(&format!("/v1/sites/{id}{}", read_query(&read))).await?,
+            SiteCommand::List { read } => client.get(&format!("/v1/sites{}", read_query(&read))).await?,
+            SiteCommand::Delete { id, write } => {
+                client.call(Method::DELETE, &format!("/v1/sites/{id}{}", write_query(&write)), None).await?
+            }
+            SiteCommand::Pin { id, node } => {
+                client.call(Method::PUT, &format!("/v1/sites/{id}/pin"), Some(&json!({ "node": node }))).await?
+            }
+            SiteCommand::Unpin { id } => client.call(Method::DELETE, &format!("/v1/sites/{id}/pin"), None).await?,
+        };
+        print(&answer);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Create or replace a managed domain (g) served by sites.
+    Put {
+        name: String,
+        /// A site that may serve it (repeat for more).
+        #[arg(long = "site", required = true)]
+        sites: Vec<String>,
+        /// Seconds resolvers may cache the answer.
+        #[arg(long)]
+        ttl: Option<u64>,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    List {
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
+    /// Lock the domain to a site (g → y) in every region.
+    Lock { name: String, site: String },
+    /// Lift the lock.
+    Unlock { name: String },
+}
+
+impl DomainCommand {
+    pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let answer = match self {
+            DomainCommand::Put { name, sites, ttl, write } => {
+                let mut body = json!({ "sites": sites });
+                if let Some(t) = ttl {
+                    body["ttl"] = json!(t);
+                }
+                client.call(Method::PUT, &format!("/v1/domains/{name}{}", write_query(&write)), Some(&body)).await?
+            }
+            DomainCommand::Get { name, read } => {
+                client.get(&format!("/v1/domains/{name}{}", read_query(&read))).await?
+            }
+            DomainCommand::List { read } => client.get(&format!("/v1/domains{}", read_query(&read))).await?,
+            DomainCommand::Delete { name, write } => {
+                client.call(Method::DELETE, &format!("/v1/domains/{name}{}", write_query(&write)), None).await?
+            }
+            DomainCommand::Lock { name, site } => {
+                client.call(Method::PUT, &format!("/v1/domains/{name}/lock"), Some(&json!({ "site": site }))).await?
+            }
+            DomainCommand::Unlock { name } => {
+                client.call(Method::DELETE, &format!("/v1/domains/{name}/lock"), None).await?
+            }
+        };
+        print(&answer);
+        Ok(())
+    }
+}
+
+/// The elected table, one domain's answer for one client, and the scoring policy.
+#[derive(Debug, Subcommand)]
+pub enum DispatchCommand {
+    /// The elected table: one row per (domain, region).
+    Table {
+        #[command(flatten)]
+        read: ReadFlags,
+    },
+    /// The answer a client would get for a name, and why.
+    Resolve {
+        name: String,
+        /// The client's address (default: this peer's own region).
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// Show the scoring policy.
+    Policy,
+    /// Change the scoring policy; fields not given keep their values.
+    SetPolicy {
+        #[arg(long)]
+        latency: Option<f64>,
+        #[arg(long)]
+        load: Option<f64>,
+        #[arg(long)]
+        error_rate: Option<f64>,
+        #[arg(long)]
+        cpu: Option<f64>,
+        /// A challenger must cost this fraction less than a healthy incumbent (0.1 = 10%).
+        #[arg(long)]
+        hysteresis: Option<f64>,
+        /// A node is down after this many milliseconds without a heartbeat.
+        #[arg(long)]
+        down_after_ms: Option<u64>,
+    },
+}
+
+impl DispatchCommand {
+    pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let answer = match self {
+            DispatchCommand::Table { read } => client.get(&format!("/v1/dispatch{}", read_query(&read))).await?,
+            DispatchCommand::Resolve { name, client: addr } => {
+                let query = addr.map(|a| format!("&client={a}")).unwrap_or_default();
+                client.get(&format!("/v1/resolve?name={name}{query}")).await?
+            }
+            DispatchCommand::Policy => client.get("/v1/policy/scoring").await?,
+            DispatchCommand::SetPolicy { latency, load, error_rate, cpu, hysteresis, down_after_ms } => {
+                let mut body = serde_json::Map::new();
+                let fields = [
+                    ("latency", latency),
+                    ("load", load),
+                    ("error_rate", error_rate),
+                    ("cpu", cpu),
+                    ("hysteresis", hysteresis),
+                ];
+                for (k, v) in fields {
+                    if let Some(v) = v {
+                        body.insert(k.into(), json!(v));
+                    }
+                }
+                if let Some(d) = down_after_ms {
+                    body.insert("down_after_ms".into(), json!(d));
+                }
+                client.call(Method::PUT, "/v1/policy/scoring", Some(&serde_json::Value::Object(body))).await?
             }
         };
         print(&answer);

@@ -20,8 +20,9 @@ use crate::state::{Command, Outcome};
 const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts to reach a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
-/// Idle connections kept per leader address for forwarding.
-const MAX_IDLE_CONNECTIONS: usize = 32;
+/// Idle connections kept per leader address for forwarding: at least as many as the
+/// concurrent clients a follower serves, or it reconnects (and re-authenticates) under load.
+const MAX_IDLE_CONNECTIONS: usize = 256;
 /// Heartbeats a follower holds for the leader at most; more are refused (503).
 const HEARTBEAT_QUEUE: usize = 65_536;
 /// Heartbeats in one message to the leader at most.
