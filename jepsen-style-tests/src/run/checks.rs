@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 
 use super::faults::Record;
 use super::http;
+use super::nemesis::Nemesis;
 use super::peers::http_addr;
 use super::workload::node_body;
-use crate::history::{Event, Type};
+use crate::history::{Event, Type, F};
 
 /// Value of the write that convergence makes and reads back from every peer.
 const FINAL_VALUE: i64 = 424_242;
@@ -28,6 +29,11 @@ pub struct Coverage {
     pub healed: bool,
     /// Operations that were invoked and acknowledged while the fault was active.
     pub ok_during: usize,
+    /// A fault under which no write can succeed (a majority is down): progress is not
+    /// asked for, and an acknowledged write under it is an anomaly.
+    pub expect_no_writes: bool,
+    /// Writes (write, cas, add) invoked and acknowledged while the fault was active.
+    pub ok_writes_during: usize,
     pub errors: Vec<String>,
     pub passed: bool,
 }
@@ -41,10 +47,13 @@ pub fn coverage(records: &[Record], events: &[Event]) -> Vec<Coverage> {
                 (Some(s), Some(h)) => ((s * 1e9) as u64, (h * 1e9) as u64),
                 _ => (1, 0),
             };
-            let ok_during = ops
+            let during: Vec<_> = ops
                 .iter()
                 .filter(|o| o.outcome == Type::Ok && o.invoke_time >= from && o.complete_time.is_some_and(|c| c <= to))
-                .count();
+                .collect();
+            let ok_during = during.len();
+            let ok_writes_during = during.iter().filter(|o| o.f != F::Read).count();
+            let expect_no_writes = r.fault.nemesis() == Nemesis::KillMajority;
             let fired = r.started.is_some();
             let healed = r.healed.is_some();
             Coverage {
@@ -53,8 +62,10 @@ pub fn coverage(records: &[Record], events: &[Event]) -> Vec<Coverage> {
                 fired,
                 healed,
                 ok_during,
+                expect_no_writes,
+                ok_writes_during,
                 errors: r.errors.clone(),
-                passed: fired && healed && r.errors.is_empty() && ok_during > 0,
+                passed: fired && healed && r.errors.is_empty() && (ok_during > 0 || expect_no_writes),
             }
         })
         .collect()
@@ -205,7 +216,6 @@ pub fn panics(logs: &[(u64, &Path)]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::F;
     use crate::run::nemesis::{Fault, Target};
 
     fn record(started: Option<f64>, healed: Option<f64>) -> Record {
@@ -235,6 +245,20 @@ mod tests {
         events.extend(op(3, 3.1, 3.2, Type::Ok));
         assert!(coverage(&[record(Some(2.0), Some(4.0))], &events)[0].passed);
         assert!(!coverage(&[record(None, None)], &events)[0].passed, "a fault that never fired");
+    }
+
+    #[test]
+    fn a_majority_kill_asks_for_no_progress_and_counts_writes() {
+        let mut r = record(Some(2.0), Some(4.0));
+        r.fault = Fault::KillMajority { victims: vec![1, 2] };
+        let mut events = op(1, 2.5, 3.0, Type::Fail);
+        let c = coverage(std::slice::from_ref(&r), &events);
+        assert!(c[0].passed && c[0].expect_no_writes && c[0].ok_writes_during == 0);
+        events.extend(vec![
+            Event::new(2, Type::Invoke, F::Write, "k", json!(3), 3_100_000_000),
+            Event::new(2, Type::Ok, F::Write, "k", json!(3), 3_200_000_000),
+        ]);
+        assert_eq!(coverage(&[r], &events)[0].ok_writes_during, 1);
     }
 
     #[test]

@@ -46,6 +46,8 @@ enum Undo {
     },
     /// Put these peers' clocks back to the true time.
     Clock(Vec<u64>),
+    /// Restart these killed peers.
+    RestartAll(Vec<u64>),
 }
 
 pub struct Injector {
@@ -130,6 +132,16 @@ impl Injector {
                     Undo::Clock(skews.iter().map(|s| s.peer).collect())
                 })
             }
+            Fault::KillMajority { victims } => {
+                record.description = format!("kill -9 a majority: peers {victims:?} (of {})", ids.len());
+                let killed = victims.iter().try_for_each(|&id| peers.kill(id));
+                // No write can be acknowledged from here on: the window starts once all are down.
+                let down = self.now();
+                killed.map(|_| {
+                    record.started = Some(down);
+                    Undo::RestartAll(victims.clone())
+                })
+            }
             partition => {
                 let leader = leader(&ids);
                 let cut = grudges(partition, &ids, leader);
@@ -139,7 +151,7 @@ impl Injector {
         };
         match result {
             Ok(undo) => {
-                record.started = Some(began);
+                record.started = Some(record.started.unwrap_or(began));
                 self.active = Some((record, undo));
             }
             Err(e) => {
@@ -157,6 +169,9 @@ impl Injector {
     /// Heals the active fault, if any.
     pub fn heal(&mut self, peers: &mut Peers) {
         let Some((mut record, undo)) = self.active.take() else { return };
+        // For a majority kill the window ends when the first peer is started again.
+        let before = self.now();
+        let restarts_majority = matches!(undo, Undo::RestartAll(_));
         let result = match undo {
             Undo::Firewall(ids) => clear_firewall(&ids),
             Undo::Restart(id) => peers.start(id),
@@ -170,9 +185,10 @@ impl Injector {
                 record.description.push_str(&format!(": {what}"));
             }),
             Undo::Clock(ids) => unskew(peers, &ids),
+            Undo::RestartAll(ids) => ids.iter().try_for_each(|&id| peers.start(id)),
         };
         match result {
-            Ok(()) => record.healed = Some(self.now()),
+            Ok(()) => record.healed = Some(if restarts_majority { before } else { self.now() }),
             Err(e) => record.errors.push(format!("heal: {e}")),
         }
         self.records.push(record);

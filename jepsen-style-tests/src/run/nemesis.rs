@@ -30,10 +30,13 @@ pub enum Nemesis {
     SnapshotCrash,
     /// Skew peers' wall clocks (libfaketime).
     Clock,
+    /// kill -9 a majority at once, restart them at the heal.
+    #[serde(rename = "kill-majority")]
+    KillMajority,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 7] = [
+    pub const ALL: [Nemesis; 8] = [
         Nemesis::Partition,
         Nemesis::Kill,
         Nemesis::Pause,
@@ -41,6 +44,7 @@ impl Nemesis {
         Nemesis::Membership,
         Nemesis::SnapshotCrash,
         Nemesis::Clock,
+        Nemesis::KillMajority,
     ];
 
     pub fn parse_list(list: &str) -> Result<Vec<Nemesis>, String> {
@@ -54,6 +58,7 @@ impl Nemesis {
                 "membership" => out.insert(Nemesis::Membership),
                 "snapshot-crash" => out.insert(Nemesis::SnapshotCrash),
                 "clock" => out.insert(Nemesis::Clock),
+                "kill-majority" => out.insert(Nemesis::KillMajority),
                 "all" => {
                     out.extend(Nemesis::ALL);
                     true
@@ -62,7 +67,7 @@ impl Nemesis {
                 other => {
                     return Err(format!(
                         "unknown nemesis '{other}'; choose from partition, kill, pause, netem (or delay, loss), \
-                         membership, snapshot-crash, clock, all, none"
+                         membership, snapshot-crash, clock, kill-majority, all, none"
                     ))
                 }
             };
@@ -132,6 +137,10 @@ pub enum Fault {
     Clock {
         skews: Vec<Skew>,
     },
+    /// kill -9 a majority; while they are down no write can be acknowledged.
+    KillMajority {
+        victims: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,6 +171,7 @@ impl Fault {
             Fault::Membership { .. } => Nemesis::Membership,
             Fault::SnapshotCrash { .. } => Nemesis::SnapshotCrash,
             Fault::Clock { .. } => Nemesis::Clock,
+            Fault::KillMajority { .. } => Nemesis::KillMajority,
         }
     }
 }
@@ -280,6 +290,13 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64], next_spare: &mut 
                 .collect();
             skews.sort_by_key(|s| s.peer);
             Fault::Clock { skews }
+        }
+        Nemesis::KillMajority => {
+            let mut shuffled = peers.to_vec();
+            shuffled.shuffle(rng);
+            let mut victims = shuffled[..peers.len() / 2 + 1].to_vec();
+            victims.sort_unstable();
+            Fault::KillMajority { victims }
         }
         Nemesis::Membership => {
             let spare = *next_spare;

@@ -70,6 +70,15 @@ impl Outcome {
             };
             problems.push((Validity::Unknown, format!("coverage: fault {} ({}) {why}", c.fault, c.description)));
         }
+        for c in coverage.iter().filter(|c| c.expect_no_writes && c.ok_writes_during > 0) {
+            problems.push((
+                Validity::Invalid,
+                format!(
+                    "{} writes were acknowledged during fault {} ({}), while no quorum was up",
+                    c.ok_writes_during, c.fault, c.description
+                ),
+            ));
+        }
         if !i.convergence.converged {
             problems
                 .push((Validity::Invalid, format!("no convergence after the final heal: {}", i.convergence.message)));
@@ -106,7 +115,14 @@ pub fn print(o: &Outcome) {
     println!("  operations: {}", o.operations);
     for c in &o.coverage {
         let mark = if c.passed { "ok " } else { "BAD" };
-        println!("  [{mark}] fault {}: {} ({} ok operations during it)", c.fault, c.description, c.ok_during);
+        if c.expect_no_writes {
+            println!(
+                "  [{mark}] fault {}: {} ({} ok operations, {} ok writes during it; no write can succeed)",
+                c.fault, c.description, c.ok_during, c.ok_writes_during
+            );
+        } else {
+            println!("  [{mark}] fault {}: {} ({} ok operations during it)", c.fault, c.description, c.ok_during);
+        }
     }
     for r in &o.checkers {
         println!("  {}", r.render_limited(3).trim_end().replace('\n', "\n  "));
