@@ -50,14 +50,14 @@ fn a_run_that_cannot_start_is_a_harness_failure_never_a_pass() {
 
 /// End to end, on real peers in network namespaces: needs root, iproute2, iptables and
 /// target/debug/switchboard. Opt in with `cargo test -p jepsen-style-tests -- --ignored`.
-fn end_to_end(extra: &[&str]) -> (i32, String) {
+fn end_to_end(time: &str, extra: &[&str]) -> (i32, String) {
     // One run at a time: runs share the namespace names.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/switchboard");
     assert!(binary.is_file(), "build the peer first: cargo build --bin switchboard");
     let out = std::env::temp_dir().join(format!("jepsen-e2e-{}-{}", std::process::id(), extra.len()));
-    let mut args = vec!["run", "--time", "25", "--workload", "register", "--seed", "4", "--out"];
+    let mut args = vec!["run", "--time", time, "--workload", "register", "--seed", "4", "--out"];
     let out_str = out.to_string_lossy().into_owned();
     args.push(&out_str);
     args.extend_from_slice(extra);
@@ -69,7 +69,7 @@ fn end_to_end(extra: &[&str]) -> (i32, String) {
 #[test]
 #[ignore = "needs root and network namespaces; about 35 s"]
 fn a_partitioned_cluster_passes_end_to_end() {
-    let (code, out) = end_to_end(&["--nemesis", "partition,kill"]);
+    let (code, out) = end_to_end("25", &["--nemesis", "partition,kill"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("linearizable: valid"), "{out}");
 }
@@ -77,7 +77,17 @@ fn a_partitioned_cluster_passes_end_to_end() {
 #[test]
 #[ignore = "needs root and network namespaces; about 35 s"]
 fn stale_reads_under_partitions_are_caught_end_to_end() {
-    let (code, out) = end_to_end(&["--nemesis", "partition", "--stale-reads"]);
+    let (code, out) = end_to_end("25", &["--nemesis", "partition", "--stale-reads"]);
     assert_eq!(code, 1, "stale reads were not caught:\n{out}");
     assert!(out.contains("cannot linearize"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and libfaketime; about 60 s"]
+fn membership_snapshot_crash_clock_and_majority_kills_pass_end_to_end() {
+    let (code, out) = end_to_end("50", &["--nemesis", "membership,snapshot-crash,clock,kill-majority"]);
+    assert_eq!(code, 0, "{out}");
+    for what in ["add spare peer", "snapshot", "clock skew", "kill -9 a majority", "linearizable: valid"] {
+        assert!(out.contains(what), "no {what:?} in:\n{out}");
+    }
 }
