@@ -146,7 +146,8 @@ impl Peer {
 
     /// Whether this peer is the leader now.
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
