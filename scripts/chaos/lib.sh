@@ -19,9 +19,13 @@ say() {
 }
 
 need() {
-  local tool
+  local tool package
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || die "needs '$tool' on PATH (apt-get install -y ${tool/ss/iproute2})"
+    case $tool in
+      ss | tc | ip) package=iproute2 ;;
+      *) package=$tool ;;
+    esac
+    command -v "$tool" >/dev/null || die "needs '$tool' on PATH (apt-get install -y $package)"
   done
 }
 
@@ -178,7 +182,7 @@ peer_cgroup_undo() {
   rm -f "$file"
 }
 
-# usage_from_header: prints the comment block at the top of the calling script.
+# Prints the comment block at the top of the calling script: its --help.
 usage() {
   sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "$0"
 }
