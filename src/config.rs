@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Variables that are not configuration keys: secrets and the CLI's endpoint.
 const NOT_KEYS: &[&str] = &["SWITCHBOARD_CLUSTER_SECRET", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ENDPOINT"];
-const SECTIONS: &[&str] = &["raft", "http"];
+const SECTIONS: &[&str] = &["raft", "http", "dns"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +28,16 @@ pub struct Config {
     pub insecure: bool,
     pub raft: RaftConfig,
     pub http: HttpConfig,
+    pub dns: DnsConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Answer SERVFAIL (so that resolvers try another server) once this peer has heard
+    /// nothing from a leader for this many milliseconds; 0: never, answer from the last
+    /// known table however old.
+    pub max_stale_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +80,7 @@ impl Default for Config {
             insecure: false,
             raft: RaftConfig::default(),
             http: HttpConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 }

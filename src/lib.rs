@@ -8,12 +8,14 @@
 //! - [`raft`]: consensus, storage and the peer-to-peer network;
 //! - [`peer`]: a running peer (writes through the leader, reads, membership);
 //! - [`dispatch`]: failure detection, scoring and election of the node for each domain;
+//! - [`dns`]: authoritative DNS from the local copy of the elected table;
 //! - [`http`]: the API;
 //! - [`cli`]: the `switchboard` command, including `serve` and `dev`.
 
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod peer;

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub dispatch_changes: IntCounter,
     pub failovers: IntCounter,
     pub failover_seconds: Histogram,
+    pub dns_queries: IntCounterVec,
+    pub dns_answer_seconds: Histogram,
+    pub dns_stale_answers: IntCounter,
 }
 
 impl Default for Metrics {
@@ -58,7 +61,23 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(http_requests.clone())).expect("unique metric");
+        let dns_queries = IntCounterVec::new(
+            Opts::new("switchboard_dns_queries_total", "DNS queries answered, by response code and query type"),
+            &["rcode", "qtype"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(dns_queries.clone())).expect("unique metric");
         Self {
+            dns_queries,
+            dns_answer_seconds: histogram(
+                "switchboard_dns_answer_seconds",
+                "Time to answer one DNS query, from receipt to the reply being ready",
+                prometheus::exponential_buckets(0.000_002, 2.0, 16).expect("valid buckets"),
+            ),
+            dns_stale_answers: counter(
+                "switchboard_dns_stale_answers_total",
+                "Queries answered SERVFAIL because this peer heard no leader for longer than dns.max_stale_ms",
+            ),
             term: gauge("switchboard_raft_term", "Current Raft term"),
             leader_id: gauge("switchboard_raft_leader_id", "Id of the current leader, 0 when none is known"),
             is_leader: gauge("switchboard_raft_is_leader", "1 while this peer is the leader"),

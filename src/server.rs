@@ -46,6 +46,12 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     };
     let raft_listener = bind("peer RPC (--raft-addr)", &config.raft_addr).await?;
     let http_listener = bind("HTTP (--http-addr)", &config.http_addr).await?;
+    let dns_tcp = bind("DNS over TCP (--dns-addr)", &config.dns_addr).await?;
+    let dns_udp = tokio::net::UdpSocket::bind(&config.dns_addr).await.map_err(|source| ServeError::Bind {
+        what: "DNS over UDP (--dns-addr)",
+        addr: config.dns_addr.clone(),
+        source,
+    })?;
 
     let metrics = Arc::new(Metrics::new());
     let peer = Peer::start(&config, secret, metrics).await?;
@@ -53,6 +59,15 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
 
     let rpc = tokio::spawn(serve_rpc(raft_listener, peer.clone(), shutdown.clone()));
     let dispatch = tokio::spawn(crate::dispatch::run(peer.clone(), shutdown.clone()));
+    let max_stale = (config.dns.max_stale_ms > 0).then(|| std::time::Duration::from_millis(config.dns.max_stale_ms));
+    let dns = tokio::spawn(crate::dns::serve(
+        dns_udp,
+        dns_tcp,
+        peer.clone(),
+        config.region.clone(),
+        max_stale,
+        shutdown.clone(),
+    ));
     let app = router(AppState {
         peer: peer.clone(),
         admin_token: secrets.admin_token.filter(|t| !t.is_empty()).map(Arc::from),
@@ -68,6 +83,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     let _ = peer.raft.shutdown().await;
     let _ = rpc.await;
     let _ = dispatch.await;
+    let _ = dns.await;
     let _ = http.await;
     Ok(())
 }

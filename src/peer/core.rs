@@ -54,6 +54,8 @@ pub struct Peer {
     /// The dispatch loop's soft state: what this peer heard from nodes as leader.
     pub observations: Arc<Observations>,
     heartbeats: mpsc::Sender<(String, NodeMetrics)>,
+    /// When this peer last heard from a leader (as follower) or a quorum (as leader).
+    leader_contact: Mutex<Instant>,
 }
 
 /// One member of the cluster as `GET /v1/cluster` shows it.
@@ -138,10 +140,29 @@ impl Peer {
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client"),
             observations: Arc::new(Observations::default()),
             heartbeats,
+            leader_contact: Mutex::new(Instant::now()),
         }))
         .inspect(|peer| {
             tokio::spawn(forward_heartbeats(peer.clone(), heartbeat_rx));
         })
+    }
+
+    /// A leader's `AppendEntries` reached this peer.
+    pub fn touch_leader_contact(&self) {
+        *self.leader_contact.lock().expect("contact lock") = Instant::now();
+    }
+
+    /// How long since this peer last heard from a leader; for a leader, since a quorum
+    /// last acknowledged it.
+    pub fn since_leader_contact(&self) -> Duration {
+        {
+            let rx = self.raft.metrics();
+            let m = rx.borrow();
+            if m.state == ServerState::Leader {
+                return Duration::from_millis(m.millis_since_quorum_ack.unwrap_or(u64::MAX / 2));
+            }
+        }
+        self.leader_contact.lock().expect("contact lock").elapsed()
     }
 
     /// Whether this peer is the leader now.

@@ -54,7 +54,13 @@ async fn serve_connection(mut conn: Connection, peer: &Peer) {
             }
         };
         let response = match request {
-            Request::AppendEntries(r) => Response::AppendEntries(peer.raft.append_entries(r).await),
+            Request::AppendEntries(r) => {
+                let answer = peer.raft.append_entries(r).await;
+                if matches!(&answer, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+                    peer.touch_leader_contact();
+                }
+                Response::AppendEntries(answer)
+            }
             Request::Vote(r) => Response::Vote(peer.raft.vote(r).await),
             Request::InstallSnapshot(r) => Response::InstallSnapshot(peer.raft.install_snapshot(r).await),
             Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod dispatch;
+mod dns;
 mod failover;
 mod membership;
 mod util;

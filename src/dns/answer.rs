@@ -1,0 +1,193 @@
+//! The authoritative answer to one query, from a [`Snapshot`]. Pure: bytes in, bytes out.
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+use super::snapshot::{Snapshot, ZoneData};
+
+/// TTL of the SOA and NS records, and the negative-caching TTL of RFC 2308.
+pub const SOA_TTL: u32 = 60;
+/// The UDP payload this server advertises and assumes for EDNS clients that ask for less.
+pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
+/// Largest UDP payload honoured when a client advertises more.
+pub const MAX_UDP_PAYLOAD: u16 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The request's context beyond its bytes.
+pub struct Context<'a> {
+    pub source: IpAddr,
+    pub transport: Transport,
+    /// This peer's `--region`, for clients no region lists.
+    pub default_region: &'a str,
+    /// Answer SERVFAIL for names in our zones (the peer has been cut off for too long).
+    pub stale: bool,
+}
+
+/// What was answered, for metrics.
+pub struct Answered {
+    pub bytes: Vec<u8>,
+    pub rcode: ResponseCode,
+    pub qtype: Option<RecordType>,
+}
+
+/// Answers a query; `None` for what must be dropped (responses, garbage without a header).
+pub fn respond(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Answered> {
+    let req = match Message::from_vec(request) {
+        Ok(m) => m,
+        Err(_) if request.len() >= 12 => {
+            let id = u16::from_be_bytes([request[0], request[1]]);
+            let msg = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+            return finish(msg, ResponseCode::FormErr, None, ctx, 512);
+        }
+        Err(_) => return None,
+    };
+    if req.metadata.message_type != MessageType::Query {
+        return None;
+    }
+    let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+    resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    resp.queries = req.queries.clone();
+    let mut limit = 512u16;
+    if let Some(edns) = &req.edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(DEFAULT_UDP_PAYLOAD);
+        opt.set_version(0);
+        limit = edns.max_payload().clamp(512, MAX_UDP_PAYLOAD);
+        resp.edns = Some(opt);
+        if edns.version() != 0 {
+            return finish(resp, ResponseCode::BADVERS, None, ctx, limit);
+        }
+    }
+    if req.metadata.op_code != OpCode::Query {
+        return finish(resp, ResponseCode::NotImp, None, ctx, limit);
+    }
+    if req.queries.len() != 1 {
+        return finish(resp, ResponseCode::FormErr, None, ctx, limit);
+    }
+    let query = &req.queries[0];
+    let qtype = query.query_type();
+    let qname = query.name().clone();
+    let name = qname.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+    if query.query_class() != DNSClass::IN {
+        return finish(resp, ResponseCode::Refused, Some(qtype), ctx, limit);
+    }
+    let Some(zone) = snap.zone_of(&name) else {
+        return finish(resp, ResponseCode::Refused, Some(qtype), ctx, limit);
+    };
+    if ctx.stale {
+        return finish(resp, ResponseCode::ServFail, Some(qtype), ctx, limit);
+    }
+    resp.metadata.authoritative = true;
+
+    // The client's region: EDNS Client Subnet, else the source address, else ours.
+    let subnet = req.edns.as_ref().and_then(|e| match e.option(EdnsCode::Subnet) {
+        Some(EdnsOption::Subnet(s)) => Some(*s),
+        _ => None,
+    });
+    let client = subnet.as_ref().map(|s| s.addr()).unwrap_or(ctx.source);
+    let (region, matched) = match snap.region_of(client) {
+        Some((r, len)) => (r, len),
+        None => (ctx.default_region, 0),
+    };
+    if let (Some(s), Some(opt)) = (&subnet, resp.edns.as_mut()) {
+        // RFC 7871: echo the option; the scope says how widely the answer applies.
+        let scope = matched.min(s.source_prefix());
+        opt.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(s.addr(), s.source_prefix(), scope)));
+    }
+
+    let apex = name == zone.name;
+    let found = if let Some(domain) = snap.domains.get(&name) {
+        let ip = domain.answers.get(region).copied().flatten();
+        let record = match (qtype, ip) {
+            (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(v4))),
+            (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(v6))),
+            _ => None,
+        };
+        if let Some(rdata) = record {
+            resp.answers.push(Record::from_rdata(qname.clone(), domain.ttl, rdata));
+        }
+        true
+    } else if let Some((_, glue)) = zone.ns.iter().find(|(n, _)| *n == name) {
+        let record = match (qtype, glue) {
+            (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(*v4))),
+            (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(*v6))),
+            _ => None,
+        };
+        if let Some(rdata) = record {
+            resp.answers.push(Record::from_rdata(qname.clone(), SOA_TTL, rdata));
+        }
+        true
+    } else {
+        apex || snap.interior.contains(&name)
+    };
+    if apex && resp.answers.is_empty() {
+        match qtype {
+            // ANY is answered minimally (RFC 8482): the SOA alone.
+            RecordType::SOA | RecordType::ANY => resp.answers.push(soa(zone, snap.serial, qname.clone())),
+            RecordType::NS => {
+                for (ns, glue) in &zone.ns {
+                    let Some(ns_name) = fqdn(ns) else { continue };
+                    resp.answers.push(Record::from_rdata(qname.clone(), SOA_TTL, RData::NS(NS(ns_name.clone()))));
+                    match glue {
+                        Some(IpAddr::V4(v4)) => {
+                            resp.additionals.push(Record::from_rdata(ns_name, SOA_TTL, RData::A(A(*v4))))
+                        }
+                        Some(IpAddr::V6(v6)) => {
+                            resp.additionals.push(Record::from_rdata(ns_name, SOA_TTL, RData::AAAA(AAAA(*v6))))
+                        }
+                        None => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let rcode = if found { ResponseCode::NoError } else { ResponseCode::NXDomain };
+    if resp.answers.is_empty() {
+        // NODATA or NXDOMAIN: the SOA in the authority section tells resolvers how long
+        // to cache the absence (RFC 2308).
+        let zone_name = fqdn(&zone.name).unwrap_or_else(Name::root);
+        resp.authorities.push(soa(zone, snap.serial, zone_name));
+    }
+    finish(resp, rcode, Some(qtype), ctx, limit)
+}
+
+fn fqdn(name: &str) -> Option<Name> {
+    Name::from_ascii(format!("{name}.")).ok()
+}
+
+fn soa(zone: &ZoneData, serial: u64, owner: Name) -> Record {
+    let mname = zone.ns.first().and_then(|(n, _)| fqdn(n)).or_else(|| fqdn(&format!("ns1.{}", zone.name)));
+    let rname = fqdn(&zone.hostmaster.replacen('@', ".", 1)).unwrap_or_else(Name::root);
+    let data = SOA::new(mname.unwrap_or_else(Name::root), rname, serial as u32, 3600, 600, 86_400, SOA_TTL);
+    Record::from_rdata(owner, SOA_TTL, RData::SOA(data))
+}
+
+fn finish(
+    mut resp: Message,
+    rcode: ResponseCode,
+    qtype: Option<RecordType>,
+    ctx: &Context,
+    limit: u16,
+) -> Option<Answered> {
+    resp.metadata.response_code = rcode;
+    let mut bytes = resp.to_vec().ok()?;
+    if ctx.transport == Transport::Udp && bytes.len() > limit as usize {
+        // Too large for this client over UDP: say so, and let it ask over TCP.
+        resp.answers.clear();
+        resp.authorities.clear();
+        resp.additionals.clear();
+        resp.metadata.truncation = true;
+        bytes = resp.to_vec().ok()?;
+    }
+    Some(Answered { bytes, rcode, qtype })
+}

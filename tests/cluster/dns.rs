@@ -1,0 +1,97 @@
+//! DNS with the real `dig` against every peer of a live cluster.
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::util::{eventually, Cluster};
+
+/// Runs `dig` against a peer's DNS port; returns its whole output.
+fn dig(addr: &str, args: &[&str]) -> String {
+    let (ip, port) = addr.rsplit_once(':').unwrap();
+    let out = Command::new("dig")
+        .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is installed by scripts/setup (bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn short(addr: &str, args: &[&str]) -> String {
+    let mut all = vec!["+short"];
+    all.extend_from_slice(args);
+    dig(addr, &all).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authoritative_answers_from_every_peer() {
+    let c = Cluster::start(3).await;
+    let setup = [
+        ("/v1/regions/sea", json!({"cidrs": ["10.20.0.0/16"], "fallback": []})),
+        ("/v1/regions/eu", json!({"cidrs": ["10.30.0.0/16"], "fallback": []})),
+        ("/v1/zones/example.com", json!({"hostmaster": "ops.example.com"})),
+        ("/v1/sites/sg-1", json!({"region": "sea"})),
+        ("/v1/sites/fra-1", json!({"region": "eu"})),
+        ("/v1/nodes/sg-a", json!({"ip": "192.0.2.1", "region": "sea", "site": "sg-1", "capacity": 10})),
+        ("/v1/nodes/fra-a", json!({"ip": "2001:db8::4", "region": "eu", "site": "fra-1", "capacity": 10})),
+        ("/v1/domains/video.example.com", json!({"sites": ["sg-1", "fra-1"], "ttl": 42})),
+        ("/v1/domains/a.deep.example.com", json!({"sites": ["sg-1"]})),
+    ];
+    for (path, body) in setup {
+        let (status, answer) = c.call(1, Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    for node in ["sg-a", "fra-a"] {
+        let body = json!({"cpu": 0.1, "load": 0.1, "latency_ms": 5, "error_rate": 0, "bandwidth_mbps": 1});
+        assert_eq!(c.call(2, Method::POST, &format!("/v1/nodes/{node}/heartbeat"), Some(body)).await.0, 202);
+    }
+    let peers: Vec<String> = c.running().iter().map(|id| c.peer(*id).dns_addr.clone()).collect();
+    eventually(Duration::from_secs(10), "every peer to answer the elected node", || async {
+        peers.iter().all(|p| short(p, &["video.example.com", "A", "+subnet=10.20.1.0/24"]) == "192.0.2.1").then_some(())
+    })
+    .await;
+
+    for p in &peers {
+        // Geo: the client subnet picks the region; IPv6 nodes answer AAAA.
+        let full = dig(p, &["video.example.com", "A", "+subnet=10.20.1.0/24"]);
+        assert!(full.contains(" aa") && full.contains("status: NOERROR"), "{full}");
+        assert!(full.contains("\t42\tIN\tA\t192.0.2.1"), "TTL of the domain: {full}");
+        assert!(full.contains("CLIENT-SUBNET: 10.20.1.0/24/16"), "ECS echoed with its scope: {full}");
+        assert_eq!(short(p, &["video.example.com", "AAAA", "+subnet=10.30.0.0/24"]), "2001:db8::4");
+        // The eu node has no IPv4 address: NODATA, with the SOA.
+        let nodata = dig(p, &["video.example.com", "A", "+subnet=10.30.0.0/24"]);
+        assert!(
+            nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0") && nodata.contains("SOA"),
+            "{nodata}"
+        );
+        // Mixed case is matched and preserved.
+        let mixed = dig(p, &["ViDeO.ExAmPlE.cOm", "A", "+subnet=10.20.0.0/24"]);
+        assert!(mixed.contains("ViDeO.ExAmPlE.cOm.\t42\tIN\tA\t192.0.2.1"), "{mixed}");
+        // Apex: SOA with the applied index as serial, NS.
+        let soa = short(p, &["example.com", "SOA"]);
+        let serial: u64 = soa.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(serial > 5, "serial is the applied index: {soa}");
+        assert!(soa.contains("ops.example.com."), "{soa}");
+        assert_eq!(short(p, &["example.com", "NS"]).lines().count(), 3, "one NS per peer");
+        // NXDOMAIN only when nothing exists at or below; an empty non-terminal is NODATA.
+        let nx = dig(p, &["nope.example.com", "A"]);
+        assert!(nx.contains("status: NXDOMAIN") && nx.contains(" aa") && nx.contains("SOA"), "{nx}");
+        let ent = dig(p, &["deep.example.com", "A"]);
+        assert!(ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"), "{ent}");
+        // Outside every zone: REFUSED, no recursion.
+        let refused = dig(p, &["example.org", "A"]);
+        assert!(refused.contains("status: REFUSED") && !refused.contains(" ra"), "{refused}");
+        // An unknown type: NOERROR, empty.
+        let unknown = dig(p, &["video.example.com", "TYPE65400"]);
+        assert!(unknown.contains("status: NOERROR") && unknown.contains("ANSWER: 0"), "{unknown}");
+        // EDNS version 1: BADVERS.
+        let badvers = dig(p, &["video.example.com", "A", "+edns=1", "+noednsneg"]);
+        assert!(badvers.contains("status: BADVERS"), "{badvers}");
+        // TCP answers the same.
+        assert_eq!(short(p, &["+tcp", "video.example.com", "A", "+subnet=10.20.0.0/24"]), "192.0.2.1");
+    }
+    let metrics = c.http.get(format!("{}/metrics", c.peer(1).url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("switchboard_dns_queries_total{qtype=\"A\",rcode=\"No Error\"}"), "{metrics}");
+}
