@@ -22,6 +22,7 @@ pub struct Metrics {
     pub snapshots_installed: IntCounter,
     pub http_requests: IntCounterVec,
     pub heartbeats: IntCounter,
+    pub heartbeats_dropped: IntCounter,
     pub dispatch_changes: IntCounter,
     pub failovers: IntCounter,
     pub failover_seconds: Histogram,
@@ -104,6 +105,10 @@ impl Metrics {
                 "Snapshots received from a leader",
             ),
             heartbeats: counter("switchboard_heartbeats_total", "Heartbeats accepted by this peer"),
+            heartbeats_dropped: counter(
+                "switchboard_heartbeats_dropped_total",
+                "Heartbeats this peer accepted but could not deliver to the leader",
+            ),
             dispatch_changes: counter(
                 "switchboard_dispatch_changes_total",
                 "Rows of the elected table changed by this peer as leader",
@@ -115,7 +120,11 @@ impl Metrics {
             failover_seconds: histogram(
                 "switchboard_failover_seconds",
                 "From the last heartbeat of a node that went down to the commit of its replacement",
-                prometheus::exponential_buckets(0.25, 1.5, 14).expect("valid buckets"),
+                // Fine around the default down_after (1.5 s) and its target (2.45 s).
+                vec![
+                    0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.25, 2.5, 3.0, 4.0, 6.0, 10.0, 30.0,
+                    60.0,
+                ],
             ),
             http_requests,
             registry,

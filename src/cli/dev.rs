@@ -14,6 +14,9 @@ use super::{CliError, Client};
 
 const DATASET: &str = include_str!("../../cluster/example/dataset.json");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// The example region whose clients the peers assume when no region lists the client
+/// (as for `dig` from 127.0.0.1).
+const DEV_REGION: &str = "sea";
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -76,7 +79,10 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
     let mut peers = Peers { children: Vec::new() };
     let ids: Vec<u32> = (1..=args.peers as u32).collect();
     for &i in &ids {
-        let log = std::fs::File::create(dir.join(format!("peer-{i}.log")))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("peer-{i}.log")))
             .map_err(|e| CliError::Dev(format!("cannot create log file: {e}")))?;
         let mut cmd = Command::new(&exe);
         cmd.arg("serve")
@@ -86,6 +92,7 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
             .args(["--raft-addr", &format!("127.0.0.1:{}", 7000 + i)])
             .args(["--http-addr", &format!("127.0.0.1:{}", 8000 + i)])
             .args(["--dns-addr", &format!("127.0.0.1:{}", 5300 + i)])
+            .args(["--region", DEV_REGION])
             .env("SWITCHBOARD_CLUSTER_SECRET", &secret)
             .env_remove("SWITCHBOARD_ADMIN_TOKEN")
             .stdin(Stdio::null())
@@ -124,6 +131,8 @@ pub async fn run(args: DevArgs) -> Result<(), CliError> {
         tokio::spawn(simulate_heartbeats(urls.clone()));
     }
     println!("try:");
+    println!("  dig @127.0.0.1 -p 5301 video.example.com A                          # a client of region {DEV_REGION}");
+    println!("  dig @127.0.0.1 -p 5302 video.example.com A +subnet=10.30.0.0/24     # a client in eu");
     println!("  switchboard cluster status");
     println!("  curl -s http://127.0.0.1:8002/v1/dispatch");
     println!("  curl -s 'http://127.0.0.1:8003/v1/resolve?name=video.example.com&client=10.30.1.1'");

@@ -16,8 +16,12 @@ pub struct Candidate {
     pub node: String,
     pub ip: IpAddr,
     pub site: String,
-    /// 0–100, higher is better; `None` when the leader has no metrics for the node yet.
+    /// 0–100, higher is better; `None` when the leader has no metrics for the node yet,
+    /// or the node cannot take traffic.
     pub score: Option<f64>,
+    /// Up and not in maintenance. A candidate that is not usable (a pinned node that is
+    /// down) wins only where no usable one exists.
+    pub usable: bool,
     #[serde(skip)]
     cost: Option<f64>,
 }
@@ -65,19 +69,28 @@ struct Election<'a> {
 
 impl Election<'_> {
     fn candidate(&self, node: &Node) -> Candidate {
-        let cost = self.metrics.get(&node.id).map(|m| cost(&self.state.policy.weights, m));
-        Candidate { node: node.id.clone(), ip: node.ip, site: node.site.clone(), score: cost.map(score_of), cost }
+        let usable = usable(node);
+        // The last metrics of a node that is down say nothing about it now.
+        let cost = self.metrics.get(&node.id).filter(|_| usable).map(|m| cost(&self.state.policy.weights, m));
+        Candidate {
+            node: node.id.clone(),
+            ip: node.ip,
+            site: node.site.clone(),
+            score: cost.map(score_of),
+            usable,
+            cost,
+        }
     }
 
-    /// Candidates from the given sites, honouring pins.
-    fn candidates(&mut self, sites: &[&str]) -> (Vec<Candidate>, bool) {
+    /// Candidates from the given sites, honouring pins; also the pinned nodes among them.
+    fn candidates(&mut self, sites: &[&str]) -> (Vec<Candidate>, Vec<String>) {
         let mut out = Vec::new();
-        let mut pinned = false;
+        let mut pinned = Vec::new();
         for site_id in sites {
             let Some(site) = self.state.sites.get(*site_id) else { continue };
             if let Some(pin) = &site.pin {
                 if let Some(node) = self.state.nodes.get(pin) {
-                    pinned = true;
+                    pinned.push(pin.clone());
                     self.trace.push(format!("site {site_id} is pinned to node {pin}"));
                     if !usable(node) {
                         self.trace.push(format!("node {pin} is {}; the pin stands", describe(node)));
@@ -117,16 +130,20 @@ fn describe(node: &Node) -> String {
 /// `hysteresis` less; without an incumbent, the cheapest (ties: lowest id); without
 /// metrics at all, the lowest id.
 fn choose<'c>(
-    cands: &'c [Candidate],
+    all: &'c [Candidate],
     incumbent: Option<&str>,
     hysteresis: f64,
     trace: &mut Vec<String>,
 ) -> (&'c Candidate, bool) {
+    // Usable candidates first; the others (a pinned node that is down) only if alone.
+    let any_usable = all.iter().any(|c| c.usable);
+    let cands: Vec<&'c Candidate> = all.iter().filter(|c| c.usable || !any_usable).collect();
     let best = cands
         .iter()
+        .copied()
         .filter(|c| c.cost.is_some())
         .min_by(|a, b| a.cost.partial_cmp(&b.cost).expect("finite costs").then_with(|| a.node.cmp(&b.node)));
-    if let Some(inc) = incumbent.and_then(|i| cands.iter().find(|c| c.node == i)) {
+    if let Some(inc) = incumbent.and_then(|i| cands.iter().copied().find(|c| c.node == i)) {
         match (best, inc.cost) {
             (Some(b), Some(ic)) if b.node != inc.node && b.cost.expect("scored") < ic * (1.0 - hysteresis) => {
                 trace.push(format!(
@@ -150,7 +167,7 @@ fn choose<'c>(
     }
     match best {
         Some(b) => (b, false),
-        None => (cands.iter().min_by(|a, b| a.node.cmp(&b.node)).expect("non-empty candidates"), false),
+        None => (cands.iter().copied().min_by(|a, b| a.node.cmp(&b.node)).expect("non-empty candidates"), false),
     }
 }
 
@@ -191,6 +208,9 @@ pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Do
                 Some(r) => r,
                 None => Reason::Initial,
             }
+        } else if previous.is_some_and(|p| matches!(p.reason, Reason::Lock | Reason::Pin)) {
+            // An operator's lock or pin was lifted.
+            Reason::Recovery
         } else if beaten {
             Reason::BetterScore
         } else {
@@ -232,7 +252,7 @@ pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Do
         }
         let chosen = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace);
         let chosen = (chosen.0.clone(), chosen.1);
-        let reason = if pinned { Reason::Pin } else { Reason::Lock };
+        let reason = if pinned.contains(&chosen.0.node) { Reason::Pin } else { Reason::Lock };
         return finish(e, cands.clone(), Some(chosen), Some(reason), site_region);
     }
 
@@ -261,7 +281,7 @@ pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Do
         }
         let chosen = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace);
         let chosen = (chosen.0.clone(), chosen.1);
-        let reason = pinned.then_some(Reason::Pin);
+        let reason = pinned.contains(&chosen.0.node).then_some(Reason::Pin);
         return finish(e, cands.clone(), Some(chosen), reason, Some(r.clone()));
     }
     finish(e, Vec::new(), None, None, None)
@@ -450,12 +470,30 @@ mod tests {
         let d = decide(&s, &mx, &s.domains["video.example.com"], "sea");
         assert!(d.trace.iter().any(|t| t.contains("pinned to node sg-a")), "{:?}", d.trace);
         assert!(d.trace.iter().any(|t| t.contains("sg-a is down; the pin stands")), "{:?}", d.trace);
-        // sg-1's pin offers sg-a only; sg-2 still offers sg-c, which scores better.
+        // sg-1's pin offers sg-a only, and it is down; sg-2's usable sg-c answers, and the
+        // row is not attributed to the pin.
         step(&mut s, &mx);
-        assert_eq!(answer(&s, "sea").0.as_deref(), Some("sg-c"));
+        assert_eq!(answer(&s, "sea"), (Some("sg-c".into()), Reason::Failover));
+        let d = decide(&s, &mx, &s.domains["video.example.com"], "sea");
+        assert_eq!(d.candidates.iter().find(|c| c.node == "sg-a").unwrap().score, None, "a down node has no score");
         set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: Some("sg-1".into()) });
         step(&mut s, &mx);
         assert_eq!(answer(&s, "sea"), (Some("sg-a".into()), Reason::Pin), "lock + pin: the pinned node, though down");
+        set(&mut s, Command::SetHealth { changes: vec![("sg-a".into(), Health::Up)] });
+        set(&mut s, Command::PinSite { id: "sg-1".into(), node: None });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-b".into()), Reason::Lock), "unpinned: the locked site's best node");
+        set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: None });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-b".into()), Reason::Recovery));
+        set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: Some("sg-2".into()) });
+        set(&mut s, Command::PinSite { id: "sg-2".into(), node: Some("sg-c".into()) });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-c".into()), Reason::Pin));
+        set(&mut s, Command::PinSite { id: "sg-2".into(), node: None });
+        set(&mut s, Command::LockDomain { name: "video.example.com".into(), site: None });
+        step(&mut s, &mx);
+        assert_eq!(answer(&s, "sea"), (Some("sg-b".into()), Reason::Recovery), "a lifted pin is a recovery too");
     }
 
     #[test]

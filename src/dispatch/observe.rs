@@ -57,8 +57,9 @@ impl Observations {
         self.inner.lock().expect("observations lock").seen.get(node).map(|s| s.at)
     }
 
-    /// The health transitions due now: up after a fresh heartbeat, down after
-    /// `down_after` of silence (counted from the start of leadership at the earliest).
+    /// The health transitions due now: up after a fresh heartbeat; for a node that is up,
+    /// down after `down_after` of silence (counted from the start of leadership at the
+    /// earliest).
     pub fn transitions(&self, state: &State, now: Instant) -> Vec<(String, Health)> {
         let inner = self.inner.lock().expect("observations lock");
         let Some(since) = inner.leading_since else { return Vec::new() };
@@ -70,8 +71,9 @@ impl Observations {
             let silent_since = heard.map_or(since, |at| at.max(since));
             if fresh && node.health != Health::Up {
                 out.push((node.id.clone(), Health::Up));
-            } else if !fresh && node.health != Health::Down && now.saturating_duration_since(silent_since) > down_after
-            {
+            } else if !fresh && node.health == Health::Up && now.saturating_duration_since(silent_since) > down_after {
+                // Only a node that was up goes down: one registered but never heard from
+                // stays `unknown` (and takes no traffic) instead of filling the log.
                 out.push((node.id.clone(), Health::Down));
             }
         }
@@ -113,6 +115,17 @@ mod tests {
         assert_eq!(obs.transitions(&down, t0 + Duration::from_millis(2100)), vec![("n1".to_string(), Health::Up)]);
         assert!(obs.transitions(&up, t0 + Duration::from_millis(3400)).is_empty());
         assert_eq!(obs.transitions(&up, t0 + Duration::from_millis(3600)), vec![("n1".to_string(), Health::Down)]);
+    }
+
+    #[test]
+    fn a_node_never_heard_from_stays_unknown() {
+        let obs = Observations::default();
+        let t0 = Instant::now();
+        obs.set_leading(true, t0);
+        let unknown = state_with_node(Health::Unknown);
+        assert!(obs.transitions(&unknown, t0 + Duration::from_secs(60)).is_empty());
+        obs.record("n1", NodeMetrics::default(), t0 + Duration::from_secs(61));
+        assert_eq!(obs.transitions(&unknown, t0 + Duration::from_secs(61)), vec![("n1".to_string(), Health::Up)]);
     }
 
     #[test]

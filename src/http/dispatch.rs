@@ -207,8 +207,13 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     JsonBody(mut body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // Every metric but bandwidth is required: a missing one must not read as "perfect".
     let mut metric = |name: &str, max: f64| -> Result<f64, ApiError> {
-        let v = body.f64(name)?.unwrap_or(0.0);
+        let v = match body.f64(name)? {
+            Some(v) => v,
+            None if name == "bandwidth_mbps" => 0.0,
+            None => return Err(ApiError::invalid(name, "is required")),
+        };
         if !(0.0..=max).contains(&v) {
             return Err(ApiError::invalid(name, format!("must be between 0 and {max}")));
         }
@@ -312,6 +317,8 @@ pub async fn get_policy(State(app): State<AppState>, RawQuery(q): RawQuery) -> A
 }
 
 pub async fn put_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+    // Fields not given keep their values: merge with the current policy, not a stale copy.
+    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.policy.clone();
     let w = &current.weights;
     let weights = Weights {

@@ -187,14 +187,15 @@ impl Peer {
 
     /// Accepts a heartbeat: recorded here as leader, else queued for the leader.
     pub fn heartbeat(&self, node: String, metrics: NodeMetrics) -> Result<(), Error> {
-        self.metrics.heartbeats.inc();
         if self.is_leader() {
             self.observations.record(&node, metrics, Instant::now());
-            return Ok(());
+        } else {
+            self.heartbeats
+                .try_send((node, metrics))
+                .map_err(|_| Error::NoLeader("too many heartbeats are waiting for the leader; try again".into()))?;
         }
-        self.heartbeats
-            .try_send((node, metrics))
-            .map_err(|_| Error::NoLeader("too many heartbeats are waiting for the leader; try again".into()))
+        self.metrics.heartbeats.inc();
+        Ok(())
     }
 
     /// The leader's latest metrics of these nodes (all when empty).
@@ -698,14 +699,25 @@ async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, Nod
             }
         }
         let deadline = Instant::now() + Duration::from_secs(1);
-        let Ok(leader) = peer.await_leader(None, deadline).await else { continue };
-        if leader == peer.id {
-            let now = Instant::now();
-            for (node, metrics) in batch {
-                peer.observations.record(&node, metrics, now);
+        let count = batch.len() as u64;
+        let delivered = match peer.await_leader(None, deadline).await {
+            Err(e) => Err(e.to_string()),
+            Ok(leader) if leader == peer.id => {
+                let now = Instant::now();
+                for (node, metrics) in batch {
+                    peer.observations.record(&node, metrics, now);
+                }
+                Ok(())
             }
-        } else if let Err(Retry::Fail(e)) = peer.forward(leader, Forward::Heartbeats(batch), deadline).await {
-            tracing::debug!(error = %e, "heartbeats not delivered to the leader");
+            Ok(leader) => match peer.forward(leader, Forward::Heartbeats(batch), deadline).await {
+                Ok(_) => Ok(()),
+                Err(Retry::Fail(e)) => Err(e.to_string()),
+                Err(Retry::Again(_)) => Err("the leader changed".to_string()),
+            },
+        };
+        if let Err(e) = delivered {
+            peer.metrics.heartbeats_dropped.inc_by(count);
+            tracing::warn!(heartbeats = count, error = %e, "heartbeats not delivered to the leader");
         }
     }
 }

@@ -103,6 +103,15 @@ impl State {
                 if !self.regions.contains_key(region) {
                     return Err(Error::invalid("region", format!("region '{region}' does not exist")));
                 }
+                if let Some(node) = self.nodes.values().find(|n| &n.site == id && &n.region != region) {
+                    return Err(Error::invalid(
+                        "region",
+                        format!(
+                            "node '{}' of this site is in region '{}'; a site's nodes share its region",
+                            node.id, node.region
+                        ),
+                    ));
+                }
                 let pin = current.and_then(|s| s.pin.clone());
                 self.sites.insert(id.clone(), Site { id: id.clone(), region: region.clone(), pin, revision: index });
                 Ok(Outcome { revision: index })
@@ -111,6 +120,9 @@ impl State {
                 check_cas("site", id, self.sites.get(id).map(|s| s.revision), *cas)?;
                 if let Some(d) = self.domains.values().find(|d| d.sites.contains(id) || d.lock.as_ref() == Some(id)) {
                     return Err(in_use("site", id, format!("domain '{}'", d.name)));
+                }
+                if let Some(n) = self.nodes.values().find(|n| &n.site == id) {
+                    return Err(in_use("site", id, format!("node '{}'", n.id)));
                 }
                 self.sites.remove(id).ok_or_else(|| Error::not_found("site", id))?;
                 Ok(Outcome { revision: index })
@@ -305,6 +317,21 @@ mod tests {
         assert!(s.regions.is_empty());
         let err = s.apply(7, &Command::DeleteRegion { name: "sea".into(), cas: None }).unwrap_err();
         assert_eq!(err, Error::not_found("region", "sea"));
+    }
+
+    #[test]
+    fn a_site_and_its_nodes_stay_in_one_region() {
+        let mut s = State::default();
+        s.apply(1, &region("sea")).unwrap();
+        s.apply(2, &region("eu")).unwrap();
+        s.apply(3, &Command::PutSite { id: "s1".into(), region: "sea".into(), cas: None }).unwrap();
+        s.apply(4, &node("n1", "sea", None)).unwrap();
+        let moved = s.apply(5, &Command::PutSite { id: "s1".into(), region: "eu".into(), cas: None });
+        assert!(matches!(moved, Err(Error::Invalid { field, .. }) if field == "region"));
+        assert!(matches!(s.apply(6, &node("n2", "eu", None)), Err(Error::Invalid { field, .. }) if field == "region"));
+        let gone = s.apply(7, &Command::DeleteSite { id: "s1".into(), cas: None });
+        assert!(matches!(gone, Err(Error::InUse { .. })));
+        assert_eq!(s.sites["s1"].region, "sea");
     }
 
     #[test]

@@ -172,10 +172,18 @@ async fn failover_maintenance_fallback_locks_and_pins_reach_every_peer() {
     every_peer_answers(&c, "sea", Some("sg-b"), Some("lock")).await;
 
     // Bad input is refused with the field named.
-    let (status, body) = c.call(1, Method::POST, "/v1/nodes/sg-b/heartbeat", Some(json!({"load": 7}))).await;
+    let beat = |load: f64| Some(json!({"cpu": 0.1, "load": load, "latency_ms": 5, "error_rate": 0}));
+    let (status, body) = c.call(1, Method::POST, "/v1/nodes/sg-b/heartbeat", beat(7.0)).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("load")), "{body}");
-    let (status, _) = c.call(1, Method::POST, "/v1/nodes/nope/heartbeat", Some(json!({}))).await;
+    let (status, body) = c.call(1, Method::POST, "/v1/nodes/sg-b/heartbeat", Some(json!({"load": 0.1}))).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("cpu")), "a missing metric is not a perfect one: {body}");
+    let (status, _) = c.call(1, Method::POST, "/v1/nodes/nope/heartbeat", beat(0.1)).await;
     assert_eq!(status, 404);
+    // A site's nodes share its region; a site with nodes cannot go.
+    let (status, body) = c.call(2, Method::PUT, "/v1/sites/sg-2", Some(json!({"region": "eu"}))).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("region")), "{body}");
+    let (status, body) = c.call(2, Method::DELETE, "/v1/sites/sg-2", None).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("in_use")), "{body}");
     let (status, body) = c.call(1, Method::PUT, "/v1/sites/sg-1/pin", Some(json!({"node": "fra-a"}))).await;
     assert_eq!((status, body["field"].as_str()), (400, Some("node")), "a pin must name a node of the site: {body}");
     let (status, body) = c.call(1, Method::PUT, "/v1/domains/other.org", Some(json!({"sites": ["sg-1"]}))).await;

@@ -38,6 +38,8 @@ async fn authoritative_answers_from_every_peer() {
         ("/v1/nodes/fra-a", json!({"ip": "2001:db8::4", "region": "eu", "site": "fra-1", "capacity": 10})),
         ("/v1/domains/video.example.com", json!({"sites": ["sg-1", "fra-1"], "ttl": 42})),
         ("/v1/domains/a.deep.example.com", json!({"sites": ["sg-1"]})),
+        // One heartbeat below keeps the nodes up for the whole test.
+        ("/v1/policy/scoring", json!({"down_after_ms": 600_000})),
     ];
     for (path, body) in setup {
         let (status, answer) = c.call(1, Method::PUT, path, Some(body)).await;
