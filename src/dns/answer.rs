@@ -191,3 +191,103 @@ fn finish(
     }
     Some(Answered { bytes, rcode, qtype })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use hickory_proto::op::{Message, Query};
+
+    use super::*;
+    use crate::dns::snapshot::{DomainData, Snapshot, ZoneData};
+
+    fn snapshot() -> Snapshot {
+        let mut s = Snapshot { serial: 77, ..Snapshot::default() };
+        s.zones.insert(
+            "example.com".into(),
+            ZoneData {
+                name: "example.com".into(),
+                ns: vec![("ns1.example.com".into(), Some("192.0.2.53".parse().unwrap()))],
+                hostmaster: "ops.example.com".into(),
+            },
+        );
+        let answers =
+            HashMap::from([("sea".to_string(), Some("192.0.2.1".parse().unwrap())), ("eu".to_string(), None)]);
+        s.domains.insert("video.example.com".into(), DomainData { ttl: 20, answers });
+        s.networks = vec![("10.20.0.0/16".parse().unwrap(), "sea".into())];
+        s
+    }
+
+    fn ask(name: &str, qtype: RecordType, source: &str) -> Message {
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        let ctx =
+            Context { source: source.parse().unwrap(), transport: Transport::Udp, default_region: "eu", stale: false };
+        let a = respond(&snapshot(), &q.to_vec().unwrap(), &ctx).expect("an answer");
+        Message::from_vec(&a.bytes).unwrap()
+    }
+
+    #[test]
+    fn regions_by_source_address_and_the_default() {
+        let m = ask("video.example.com.", RecordType::A, "10.20.3.4");
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].ttl, 20);
+        // Not in any network: this peer's region (eu), where the domain has no answer.
+        let m = ask("video.example.com.", RecordType::A, "203.0.113.9");
+        assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn negative_answers_and_refusals() {
+        let m = ask("nope.example.com.", RecordType::A, "10.20.3.4");
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        let RData::SOA(soa) = &m.authorities[0].data else { panic!("SOA in authority") };
+        assert_eq!(soa.serial, 77, "the serial is the applied index");
+        let m = ask("example.org.", RecordType::A, "10.20.3.4");
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert!(!m.metadata.authoritative);
+        let m = ask("ns1.example.com.", RecordType::A, "10.20.3.4");
+        assert_eq!(m.answers.len(), 1, "glue for an in-zone name server");
+    }
+
+    /// Random bytes, and random corruptions of a valid query, never panic the responder;
+    /// what it answers is well-formed.
+    #[test]
+    fn garbage_never_panics() {
+        let snap = snapshot();
+        let ctx = Context {
+            source: "10.20.3.4".parse().unwrap(),
+            transport: Transport::Udp,
+            default_region: "eu",
+            stale: false,
+        };
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        let valid = q.to_vec().unwrap();
+        let mut seed: u64 = 0x5eed_cafe;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 96) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = valid.clone();
+                for _ in 0..1 + next() % 4 {
+                    let i = (next() as usize) % b.len();
+                    b[i] = next() as u8;
+                }
+                b
+            };
+            if let Some(a) = respond(&snap, &bytes, &ctx) {
+                assert!(a.bytes.len() >= 12, "round {round}: a reply has a header");
+            }
+        }
+    }
+}

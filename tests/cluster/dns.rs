@@ -97,3 +97,91 @@ async fn authoritative_answers_from_every_peer() {
     let metrics = c.http.get(format!("{}/metrics", c.peer(1).url())).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchboard_dns_queries_total{qtype=\"A\",rcode=\"No Error\"}"), "{metrics}");
 }
+
+/// One UDP query; `Ok(addresses)` or why it failed.
+async fn query(server: &str, name: &str, subnet: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut q = Message::query();
+    q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let mut edns = Edns::new();
+    edns.options_mut().insert(EdnsOption::Subnet(subnet.parse::<ClientSubnet>().unwrap()));
+    q.edns = Some(edns);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    socket.send_to(&q.to_vec().unwrap(), server).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let len = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let reply = Message::from_vec(&buf[..len]).map_err(|e| e.to_string())?;
+    if reply.metadata.response_code != ResponseCode::NoError {
+        return Err(format!("{:?}", reply.metadata.response_code));
+    }
+    Ok(reply.answers.iter().filter_map(|r| if let RData::A(a) = &r.data { Some(a.0.into()) } else { None }).collect())
+}
+
+/// DNS answers from each peer's own copy: killing the leader fails no query on the
+/// survivors, even while there is no leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_query_fails_while_the_leader_dies() {
+    let mut c = Cluster::start(3).await;
+    let setup = [
+        ("/v1/policy/scoring", json!({"down_after_ms": 600_000})),
+        ("/v1/regions/sea", json!({"cidrs": ["10.20.0.0/16"], "fallback": []})),
+        ("/v1/zones/example.com", json!({})),
+        ("/v1/sites/sg-1", json!({"region": "sea"})),
+        ("/v1/nodes/sg-a", json!({"ip": "192.0.2.1", "region": "sea", "site": "sg-1", "capacity": 10})),
+        ("/v1/domains/video.example.com", json!({"sites": ["sg-1"]})),
+    ];
+    for (path, body) in setup {
+        assert_eq!(c.call(1, Method::PUT, path, Some(body)).await.0, 200, "{path}");
+    }
+    let beat = json!({"cpu": 0.1, "load": 0.1, "latency_ms": 5, "error_rate": 0});
+    assert_eq!(c.call(2, Method::POST, "/v1/nodes/sg-a/heartbeat", Some(beat)).await.0, 202);
+    let leader = c.leader().await;
+    let survivors: Vec<String> =
+        c.running().into_iter().filter(|id| *id != leader).map(|id| c.peer(id).dns_addr.clone()).collect();
+    for s in &survivors {
+        let s = s.clone();
+        eventually(Duration::from_secs(10), "the survivors to answer", || {
+            let s = s.clone();
+            async move { query(&s, "video.example.com.", "10.20.0.0/24").await.ok().filter(|a| !a.is_empty()) }
+        })
+        .await;
+    }
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = survivors
+        .iter()
+        .cloned()
+        .map(|server| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tick.tick().await;
+                    match query(&server, "video.example.com.", "10.20.0.0/24").await {
+                        Ok(a) if a == vec!["192.0.2.1".parse::<std::net::IpAddr>().unwrap()] => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill(leader);
+    // Through the election and well past it.
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        let (ok, failed) = client.await.unwrap();
+        assert!(failed.is_empty(), "{} of {} queries failed: {failed:?}", failed.len(), ok + failed.len());
+        assert!(ok >= 40, "only {ok} queries were made");
+    }
+}
