@@ -2,7 +2,9 @@
 //!
 //! - [`linearizable`]: every key behaves as one atomic register (read, write, cas).
 //! - [`set`]: a final read holds every acknowledged add and nothing never added.
+//! - [`dns`]: every peer fails over from a dead node in time, and agrees after the final heal.
 
+pub mod dns;
 pub mod linearizable;
 pub mod register;
 pub mod set;
