@@ -126,13 +126,13 @@ pub enum NodeCommand {
     /// Send one heartbeat for the node (agents normally do this every 500 ms).
     Heartbeat {
         id: String,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long)]
         cpu: f64,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long)]
         load: f64,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long)]
         latency_ms: f64,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long)]
         error_rate: f64,
         #[arg(long, default_value_t = 0.0)]
         bandwidth_mbps: f64,

@@ -43,7 +43,8 @@ pub struct Answered {
 pub fn respond(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Answered> {
     let req = match Message::from_vec(request) {
         Ok(m) => m,
-        Err(_) if request.len() >= 12 => {
+        // Garbage that claims to be a response is dropped: answering it invites loops.
+        Err(_) if request.len() >= 12 && request[2] & 0x80 == 0 => {
             let id = u16::from_be_bytes([request[0], request[1]]);
             let msg = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
             return finish(msg, ResponseCode::FormErr, None, ctx, 512);
@@ -250,6 +251,45 @@ mod tests {
         assert!(!m.metadata.authoritative);
         let m = ask("ns1.example.com.", RecordType::A, "10.20.3.4");
         assert_eq!(m.answers.len(), 1, "glue for an in-zone name server");
+    }
+
+    #[test]
+    fn too_large_for_udp_sets_tc_and_tcp_carries_it_whole() {
+        let mut snap = snapshot();
+        let long = |i: usize| format!("{}.{}.{}.example.com", "a".repeat(60), "b".repeat(60), format_args!("ns{i}"));
+        snap.zones.get_mut("example.com").unwrap().ns = (0..8).map(|i| (long(i), None)).collect();
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::NS));
+        let bytes = q.to_vec().unwrap();
+        let udp = Context {
+            source: "10.20.3.4".parse().unwrap(),
+            transport: Transport::Udp,
+            default_region: "eu",
+            stale: false,
+        };
+        let m = Message::from_vec(&respond(&snap, &bytes, &udp).unwrap().bytes).unwrap();
+        assert!(m.metadata.truncation && m.answers.is_empty(), "over 512 bytes without EDNS");
+        let tcp = Context { transport: Transport::Tcp, ..udp };
+        let m = Message::from_vec(&respond(&snap, &bytes, &tcp).unwrap().bytes).unwrap();
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 8);
+    }
+
+    #[test]
+    fn stale_peers_answer_servfail_inside_their_zones_only() {
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        let ctx = Context {
+            source: "10.20.3.4".parse().unwrap(),
+            transport: Transport::Udp,
+            default_region: "eu",
+            stale: true,
+        };
+        let a = respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap();
+        assert_eq!(a.rcode, ResponseCode::ServFail);
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("example.org.").unwrap(), RecordType::A));
+        assert_eq!(respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap().rcode, ResponseCode::Refused);
     }
 
     /// Random bytes, and random corruptions of a valid query, never panic the responder;

@@ -36,8 +36,8 @@ impl Server {
         let answered = respond(&snapshot, request, &ctx)?;
         let m = &self.peer.metrics;
         let qtype = answered.qtype.map(|t| t.to_string()).unwrap_or_else(|| "none".into());
-        m.dns_queries.with_label_values(&[&answered.rcode.to_string(), &qtype]).inc();
-        if stale {
+        m.dns_queries.with_label_values(&[&format!("{:?}", answered.rcode), &qtype]).inc();
+        if stale && answered.rcode == hickory_proto::op::ResponseCode::ServFail {
             m.dns_stale_answers.inc();
         }
         m.dns_answer_seconds.observe(started.elapsed().as_secs_f64());

@@ -45,6 +45,8 @@ impl Snapshot {
             .membership()
             .nodes()
             .filter_map(|(_, info)| info.dns_addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+            // A wildcard address is where a peer listens, not where anyone can reach it.
+            .filter(|ip| !ip.is_unspecified())
             .collect();
         let zones = state
             .zones

@@ -159,7 +159,8 @@ impl Peer {
             let rx = self.raft.metrics();
             let m = rx.borrow();
             if m.state == ServerState::Leader {
-                return Duration::from_millis(m.millis_since_quorum_ack.unwrap_or(u64::MAX / 2));
+                // No acknowledgement yet: just elected, by a quorum that heard it.
+                return Duration::from_millis(m.millis_since_quorum_ack.unwrap_or(0));
             }
         }
         self.leader_contact.lock().expect("contact lock").elapsed()

@@ -62,7 +62,7 @@ async fn dispatch_resources_from_the_command_line() {
     run(&["site", "put", "sg-1", "--region", "sea"]);
     run(&["node", "put", "sg-a", "--ip", "192.0.2.1", "--region", "sea", "--site", "sg-1"]);
     run(&["domain", "put", "video.example.com", "--site", "sg-1", "--ttl", "30"]);
-    run(&["node", "heartbeat", "sg-a", "--latency-ms", "12", "--load", "0.3"]);
+    run(&["node", "heartbeat", "sg-a", "--latency-ms", "12", "--load", "0.3", "--cpu", "0.2", "--error-rate", "0"]);
     run(&["node", "maintenance", "sg-a", "--on", "--reason", "disk swap"]);
     assert_eq!(run(&["node", "get", "sg-a"])["health"], "maintenance");
     run(&["node", "maintenance", "sg-a", "--off"]);

@@ -95,7 +95,7 @@ async fn authoritative_answers_from_every_peer() {
         assert_eq!(short(p, &["+tcp", "video.example.com", "A", "+subnet=10.20.0.0/24"]), "192.0.2.1");
     }
     let metrics = c.http.get(format!("{}/metrics", c.peer(1).url())).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("switchboard_dns_queries_total{qtype=\"A\",rcode=\"No Error\"}"), "{metrics}");
+    assert!(metrics.contains("switchboard_dns_queries_total{qtype=\"A\",rcode=\"NoError\"}"), "{metrics}");
 }
 
 /// One UDP query; `Ok(addresses)` or why it failed.
@@ -184,4 +184,44 @@ async fn no_query_fails_while_the_leader_dies() {
         assert!(failed.is_empty(), "{} of {} queries failed: {failed:?}", failed.len(), ok + failed.len());
         assert!(ok >= 40, "only {ok} queries were made");
     }
+}
+
+/// With `dns.max_stale_ms`, a peer cut off from any leader for longer answers SERVFAIL,
+/// so that resolvers move to another server; by default it keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_leader_for_too_long_answers_servfail_when_asked_to() {
+    let mut c = Cluster::start_with_env(3, &[("SWITCHBOARD_DNS_MAX_STALE_MS", "1500")]).await;
+    for (path, body) in [
+        ("/v1/policy/scoring", json!({"down_after_ms": 600_000})),
+        ("/v1/regions/sea", json!({"cidrs": ["10.20.0.0/16"], "fallback": []})),
+        ("/v1/zones/example.com", json!({})),
+        ("/v1/sites/sg-1", json!({"region": "sea"})),
+        ("/v1/nodes/sg-a", json!({"ip": "192.0.2.1", "region": "sea", "site": "sg-1", "capacity": 10})),
+        ("/v1/domains/video.example.com", json!({"sites": ["sg-1"]})),
+    ] {
+        assert_eq!(c.call(1, Method::PUT, path, Some(body)).await.0, 200, "{path}");
+    }
+    let beat = json!({"cpu": 0.1, "load": 0.1, "latency_ms": 5, "error_rate": 0});
+    assert_eq!(c.call(1, Method::POST, "/v1/nodes/sg-a/heartbeat", Some(beat)).await.0, 202);
+    let survivor = c.running()[2];
+    let dns = c.peer(survivor).dns_addr.clone();
+    eventually(Duration::from_secs(10), "an answer", || {
+        let dns = dns.clone();
+        async move { query(&dns, "video.example.com.", "10.20.0.0/24").await.ok().filter(|a| !a.is_empty()) }
+    })
+    .await;
+    for id in c.running().into_iter().filter(|id| *id != survivor) {
+        c.kill(id);
+    }
+    let failed = eventually(Duration::from_secs(10), "the cut-off peer to answer SERVFAIL", || {
+        let dns = dns.clone();
+        async move { query(&dns, "video.example.com.", "10.20.0.0/24").await.err() }
+    })
+    .await;
+    assert_eq!(failed, "ServFail");
+    let metrics = c.http.get(format!("{}/metrics", c.peer(survivor).url())).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("switchboard_dns_stale_answers_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 }
