@@ -14,6 +14,8 @@ pub enum Workload {
     Register,
     /// Unique adds and reads of a set: checked for completeness.
     Set,
+    /// DNS answers around node deaths (`dns.jsonl`): failover, agreement, availability.
+    Dns,
 }
 
 impl Workload {
@@ -21,6 +23,7 @@ impl Workload {
         match self {
             Workload::Register => "register",
             Workload::Set => "set",
+            Workload::Dns => "dns",
         }
     }
 }
@@ -31,11 +34,18 @@ pub fn check_events(workload: Workload, events: &[history::Event], budget: Durat
     Ok(match workload {
         Workload::Register => checker::linearizable::check(&ops, budget),
         Workload::Set => checker::set::check(&ops),
+        Workload::Dns => {
+            return Err("a DNS log is not an operation history; check dns.jsonl with --workload dns".into())
+        }
     })
 }
 
 /// Reads and judges a history file; `Err` when the file cannot be read or is malformed.
 pub fn check_file(workload: Workload, path: &Path, budget: Duration) -> Result<Report, String> {
+    if workload == Workload::Dns {
+        let events = checker::dns::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(checker::dns::check(&events));
+    }
     let events = history::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
     check_events(workload, &events, budget).map_err(|e| format!("{}: {e}", path.display()))
 }

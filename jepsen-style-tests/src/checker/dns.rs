@@ -51,7 +51,9 @@ pub const CONVERGENCE_MS: u64 = 3_000;
 pub const REJOIN_MS: u64 = 3_000;
 /// A heartbeat whose outcome is unknown (sent, not acknowledged: a paused peer may hold it
 /// and pass it on when it resumes) within this long before a death makes that death
-/// unjudgeable: the leader may hear the node after its last acknowledged heartbeat.
+/// unjudgeable, unless the same peer acknowledged a later heartbeat before the node's last
+/// one (then it had handled the request by then): otherwise the leader may hear the node
+/// after its last acknowledged heartbeat.
 pub const TAINT_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +253,13 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
             }
         }
     }
+    let acks: Vec<(u64, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            DnsEvent::Beat { peer, time, outcome, .. } if outcome == "ok" => Some((*peer, *time)),
+            _ => None,
+        })
+        .collect();
     let unknown_beats: Vec<(&str, u64, u64)> = events
         .iter()
         .filter_map(|e| match e {
@@ -282,9 +291,10 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
             unjudged.push(format!("{node} died at {}: no heartbeat of it was ever acknowledged", secs(*died)));
             continue;
         };
-        if let Some((_, p, s)) =
-            unknown_beats.iter().find(|(n, _, s)| n == node && *s <= *died && died.saturating_sub(*s) <= TAINT_MS * MS)
-        {
+        let handled_later = |p: u64, s: u64| acks.iter().any(|&(q, t)| q == p && t > s && t <= a);
+        if let Some((_, p, s)) = unknown_beats.iter().find(|(n, p, s)| {
+            n == node && *s <= *died && died.saturating_sub(*s) <= TAINT_MS * MS && !handled_later(*p, *s)
+        }) {
             unjudged.push(format!(
                 "{node} died at {}: a heartbeat of it sent to peer {p} at {} was never answered and may reach \
                  the leader later than its last acknowledged one",
@@ -670,6 +680,9 @@ mod tests {
         let r = check(&h);
         assert_eq!(r.valid, Validity::Unknown, "{}", r.render());
         assert!(r.summary.contains("no death could be judged"));
+        // Unless peer 2 acknowledged a later heartbeat before the last one: it handled it.
+        h.push(DnsEvent::Beat { node: "dn-2".into(), peer: 2, sent: ms(4_600), time: ms(4_610), outcome: "ok".into() });
+        assert_eq!(check(&h).valid, Validity::Invalid, "judged again: failover after 5 s is late");
     }
 
     #[test]

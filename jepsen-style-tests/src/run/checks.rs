@@ -38,7 +38,9 @@ pub struct Coverage {
     pub passed: bool,
 }
 
-pub fn coverage(records: &[Record], events: &[Event]) -> Vec<Coverage> {
+/// `extra_ok`: other successful reads, as (invoked, completed) in nanoseconds: the DNS
+/// queries answered, when DNS is the only workload.
+pub fn coverage(records: &[Record], events: &[Event], extra_ok: &[(u64, u64)]) -> Vec<Coverage> {
     let ops = crate::history::pair(events).unwrap_or_default();
     records
         .iter()
@@ -51,7 +53,7 @@ pub fn coverage(records: &[Record], events: &[Event]) -> Vec<Coverage> {
                 .iter()
                 .filter(|o| o.outcome == Type::Ok && o.invoke_time >= from && o.complete_time.is_some_and(|c| c <= to))
                 .collect();
-            let ok_during = during.len();
+            let ok_during = during.len() + extra_ok.iter().filter(|&&(i, c)| i >= from && c <= to).count();
             let ok_writes_during = during.iter().filter(|o| o.f != F::Read).count();
             let expect_no_writes = r.fault.nemesis() == Nemesis::KillMajority;
             let fired = r.started.is_some();
@@ -226,6 +228,8 @@ mod tests {
             started,
             healed,
             errors: vec![],
+            excluded: vec![],
+            down: vec![],
         }
     }
 
@@ -240,11 +244,13 @@ mod tests {
     fn a_fault_is_covered_only_with_progress_under_it() {
         let mut events = op(1, 1.0, 1.5, Type::Ok);
         events.extend(op(2, 2.5, 3.0, Type::Fail));
-        let c = coverage(&[record(Some(2.0), Some(4.0))], &events);
+        let c = coverage(&[record(Some(2.0), Some(4.0))], &events, &[]);
         assert!(!c[0].passed && c[0].ok_during == 0);
         events.extend(op(3, 3.1, 3.2, Type::Ok));
-        assert!(coverage(&[record(Some(2.0), Some(4.0))], &events)[0].passed);
-        assert!(!coverage(&[record(None, None)], &events)[0].passed, "a fault that never fired");
+        assert!(coverage(&[record(Some(2.0), Some(4.0))], &events, &[])[0].passed);
+        assert!(!coverage(&[record(None, None)], &events, &[])[0].passed, "a fault that never fired");
+        let dns = coverage(&[record(Some(2.0), Some(4.0))], &[], &[(2_500_000_000, 2_600_000_000)]);
+        assert!(dns[0].passed && dns[0].ok_during == 1, "an answered DNS query is progress");
     }
 
     #[test]
@@ -252,13 +258,13 @@ mod tests {
         let mut r = record(Some(2.0), Some(4.0));
         r.fault = Fault::KillMajority { victims: vec![1, 2] };
         let mut events = op(1, 2.5, 3.0, Type::Fail);
-        let c = coverage(std::slice::from_ref(&r), &events);
+        let c = coverage(std::slice::from_ref(&r), &events, &[]);
         assert!(c[0].passed && c[0].expect_no_writes && c[0].ok_writes_during == 0);
         events.extend(vec![
             Event::new(2, Type::Invoke, F::Write, "k", json!(3), 3_100_000_000),
             Event::new(2, Type::Ok, F::Write, "k", json!(3), 3_200_000_000),
         ]);
-        assert_eq!(coverage(&[r], &events)[0].ok_writes_during, 1);
+        assert_eq!(coverage(&[r], &events, &[])[0].ok_writes_during, 1);
     }
 
     #[test]

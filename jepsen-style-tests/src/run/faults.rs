@@ -23,6 +23,11 @@ pub struct Record {
     pub started: Option<f64>,
     pub healed: Option<f64>,
     pub errors: Vec<String>,
+    /// Peers not on the majority side while it is active: cut off, killed or paused; every
+    /// peer when the majority side is not well defined (bridge, ring, netem, kill-majority).
+    pub excluded: Vec<u64>,
+    /// Peers that cannot answer at all while it is active (killed, paused).
+    pub down: Vec<u64>,
 }
 
 /// The active fault and how to undo it.
@@ -77,23 +82,29 @@ impl Injector {
             started: None,
             healed: None,
             errors: Vec::new(),
+            excluded: Vec::new(),
+            down: Vec::new(),
         };
         let result = match &scheduled.fault {
             Fault::Kill { target } => {
                 let (id, how) = resolve(*target, &ids);
                 record.description = format!("kill -9 peer {id}{how}");
+                (record.excluded, record.down) = (vec![id], vec![id]);
                 peers.kill(id).map(|_| Undo::Restart(id))
             }
             Fault::Pause { target } => {
                 let (id, how) = resolve(*target, &ids);
                 record.description = format!("SIGSTOP peer {id}{how}");
+                (record.excluded, record.down) = (vec![id], vec![id]);
                 peers.pause(id).map(|_| Undo::Resume(id))
             }
-            Fault::Netem { delay_ms, jitter_ms, loss_percent } => netem(&ids, *delay_ms, *jitter_ms, *loss_percent)
-                .map(|how| {
+            Fault::Netem { delay_ms, jitter_ms, loss_percent } => {
+                record.excluded = ids.clone();
+                netem(&ids, *delay_ms, *jitter_ms, *loss_percent).map(|how| {
                     record.description = how;
                     Undo::Netem
-                }),
+                })
+            }
             Fault::Membership { spare, via } => {
                 record.description =
                     format!("add spare peer {spare} through peer {via} ({} -> {} voters)", ids.len(), ids.len() + 1);
@@ -105,6 +116,7 @@ impl Injector {
             Fault::SnapshotCrash { target, during } => {
                 let id = snapshot::follower(*target, &ids);
                 let how = if id == *target { String::new() } else { format!(" (peer {target} leads)") };
+                (record.excluded, record.down) = (vec![id], vec![id]);
                 match during {
                     SnapshotStep::Build => {
                         record.description = format!("kill -9 follower {id}{how} right after it builds a snapshot");
@@ -134,6 +146,7 @@ impl Injector {
             }
             Fault::KillMajority { victims } => {
                 record.description = format!("kill -9 a majority: peers {victims:?} (of {})", ids.len());
+                (record.excluded, record.down) = (ids.clone(), victims.clone());
                 let killed = victims.iter().try_for_each(|&id| peers.kill(id));
                 // No write can be acknowledged from here on: the window starts once all are down.
                 let down = self.now();
@@ -146,6 +159,11 @@ impl Injector {
                 let leader = leader(&ids);
                 let cut = grudges(partition, &ids, leader);
                 record.description = describe_partition(partition, &cut, leader);
+                record.excluded = match partition {
+                    Fault::IsolateLeader { fallback } => vec![leader.unwrap_or(*fallback)],
+                    Fault::Halves { minority } => minority.clone(),
+                    _ => ids.clone(),
+                };
                 firewall(&cut).map(|_| Undo::Firewall(ids.clone()))
             }
         };
@@ -159,6 +177,11 @@ impl Injector {
                 self.records.push(record);
             }
         }
+    }
+
+    /// The active fault, if one is active.
+    pub fn active_record(&self) -> Option<&Record> {
+        self.active.as_ref().map(|(r, _)| r)
     }
 
     /// What the active fault does, if one is active.

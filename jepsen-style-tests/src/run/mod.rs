@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod clock;
+pub mod dns;
 pub mod faults;
 pub mod http;
 pub mod logwatch;
@@ -40,7 +41,7 @@ pub struct RunArgs {
     /// membership, snapshot-crash, clock, all, none.
     #[arg(long, default_value = "partition,kill,pause")]
     pub nemesis: String,
-    /// Workloads, comma-separated: register, set.
+    /// Workloads, comma-separated: register, set, dns.
     #[arg(long, default_value = "register,set")]
     pub workload: String,
     /// Seed of the fault schedule and of the operations; random when not given.
@@ -155,6 +156,8 @@ struct Plan {
     snapshot_every: u64,
     /// libfaketime, when the clock nemesis runs.
     faketime: Option<PathBuf>,
+    /// The DNS workload runs (besides the HTTP clients of `workloads`).
+    dns: bool,
 }
 
 fn plan(args: &RunArgs) -> Result<Plan, String> {
@@ -172,18 +175,23 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
         return Err("--concurrency and --rate must be positive".into());
     }
     let mut workloads = Vec::new();
+    let mut dns = false;
     for name in args.workload.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let w = match name {
             "register" => Workload::Register,
             "set" => Workload::Set,
-            other => return Err(format!("unknown workload '{other}'; choose from register, set")),
+            "dns" => {
+                dns = true;
+                continue;
+            }
+            other => return Err(format!("unknown workload '{other}'; choose from register, set, dns")),
         };
         if !workloads.contains(&w) {
             workloads.push(w);
         }
     }
-    if workloads.is_empty() {
-        return Err("--workload names no workload; choose from register, set".into());
+    if workloads.is_empty() && !dns {
+        return Err("--workload names no workload; choose from register, set, dns".into());
     }
     if args.concurrency < workloads.len() as u64 {
         return Err(format!("--concurrency {} is less than the {} workloads", args.concurrency, workloads.len()));
@@ -206,7 +214,7 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
         ));
     }
     let binary = binary.canonicalize().map_err(|e| format!("{}: {e}", binary.display()))?;
-    Ok(Plan { workloads, nemeses, binary, ids: (1..=args.peers).collect(), snapshot_every, faketime })
+    Ok(Plan { workloads, nemeses, binary, ids: (1..=args.peers).collect(), snapshot_every, faketime, dns })
 }
 
 fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, String> {
@@ -236,6 +244,16 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     }
     bring_up(&mut peers)?;
     println!("  cluster of {} peers is up", plan.ids.len());
+    let deaths = if plan.dns { dns::deaths(seed, time) } else { Vec::new() };
+    if plan.dns {
+        dns::setup(&plan.ids, signals::interrupted)?;
+        write_json(&dir.join("dns-deaths.json"), &json!(deaths))?;
+        let list: Vec<String> = deaths
+            .iter()
+            .map(|d| format!("{} at {:.1}s for {:.1}s", d.node, d.at.as_secs_f64(), d.length.as_secs_f64()))
+            .collect();
+        println!("  dns: {DOMAIN} on {} nodes; deaths: {}", dns::NODES.len(), list.join(", "), DOMAIN = dns::DOMAIN);
+    }
 
     let start = Instant::now();
     let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl"), start)?);
@@ -243,7 +261,14 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     let next_element = Arc::new(AtomicU64::new(1));
     let client_timeout = Duration::from_millis(args.request_timeout_ms) + Duration::from_secs(2);
     let mut threads = Vec::new();
-    for t in 0..args.concurrency {
+    let dns_workload = if plan.dns {
+        let log = Arc::new(dns::Log::create(&dir.join("dns.jsonl"), start)?);
+        Some(dns::Workload::start(log, &plan.ids, deaths)?)
+    } else {
+        None
+    };
+    let http_clients = if plan.workloads.is_empty() { 0 } else { args.concurrency };
+    for t in 0..http_clients {
         let peer = plan.ids[(t % plan.ids.len() as u64) as usize];
         let client = workload::Client {
             thread: t,
@@ -278,6 +303,9 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
         for fault in &schedule {
             wait_until(start + fault.at, &mut peers, &mut unexpected_exits)?;
             injector.fire(fault, &mut peers);
+            if let (Some(w), Some(r)) = (&dns_workload, injector.active_record()) {
+                w.set_excluded(&r.excluded);
+            }
             match (injector.active(), injector.records.last()) {
                 (Some(what), _) => println!("  {:>5.1}s fault {}: {what}", start.elapsed().as_secs_f64(), fault.index),
                 (None, Some(r)) => println!("  fault {} failed to fire: {}", fault.index, r.errors.join("; ")),
@@ -285,12 +313,19 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
             }
             wait_until(start + fault.at + fault.duration, &mut peers, &mut unexpected_exits)?;
             injector.heal(&mut peers);
+            if let Some(w) = &dns_workload {
+                w.set_excluded(&[]);
+            }
         }
         wait_until(start + time, &mut peers, &mut unexpected_exits)
     })();
     injector.heal(&mut peers);
     let healed = faults::heal_everything(&mut peers);
     let final_heal = start.elapsed().as_secs_f64();
+    if let Some(w) = &dns_workload {
+        w.set_excluded(&[]);
+        w.log.write(crate::checker::dns::DnsEvent::FinalHeal { time: w.log.now() });
+    }
     if let Err(e) = phase.and(healed) {
         stop_clients(threads);
         return Err(e);
@@ -309,6 +344,32 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     if signals::interrupted() {
         return Err("interrupted".into());
     }
+    // The DNS clients went on through convergence; their log gets the fault windows.
+    let dns_events = match dns_workload {
+        Some(w) => {
+            let log = w.log.clone();
+            if !w.stop() {
+                return Err("a DNS workload thread panicked".into());
+            }
+            for r in &injector.records {
+                let ns = |s: f64| (s * 1e9) as u64;
+                log.write(crate::checker::dns::DnsEvent::Fault {
+                    index: r.index,
+                    description: r.description.clone(),
+                    start: r.started.map(ns),
+                    heal: r.healed.map(ns),
+                    excluded: r.excluded.clone(),
+                    down: r.down.clone(),
+                });
+            }
+            let (events, error) = log.events();
+            if let Some(e) = error {
+                return Err(e);
+            }
+            Some(events)
+        }
+        None => None,
+    };
     if plan.workloads.contains(&Workload::Set) {
         final_set_read(&recorder, &plan.ids, client_timeout, &mut peers, &mut unexpected_exits)?;
     }
@@ -335,6 +396,7 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
         unexpected_exits,
         budget: Duration::from_secs(args.check_budget),
         final_heal,
+        dns: dns_events.as_deref(),
     });
     let html = timeline::render(&events, &injector.records, args.concurrency, &format!("jepsen run, seed {seed}"));
     std::fs::write(dir.join("timeline.html"), html).map_err(|e| format!("cannot write timeline.html: {e}"))?;

@@ -24,6 +24,8 @@ pub struct Inputs<'a> {
     pub unexpected_exits: Vec<String>,
     pub budget: Duration,
     pub final_heal: f64,
+    /// The DNS workload's log, when it ran.
+    pub dns: Option<&'a [crate::checker::dns::DnsEvent]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +59,25 @@ impl Outcome {
                 Err(e) => problems.push((Validity::Unknown, format!("{} history: {e}", w.name()))),
             }
         }
-        let coverage = checks::coverage(i.faults, i.events);
+        let mut dns_ok = Vec::new();
+        if let Some(dns) = i.dns {
+            let report = crate::checker::dns::check(dns);
+            if report.valid != Validity::Valid {
+                problems.push((report.valid, format!("{}: {}", report.checker, report.summary)));
+            }
+            checkers.push(report);
+            for e in dns {
+                if let crate::checker::dns::DnsEvent::Query { sent, time, rcode, answer, .. } = e {
+                    if rcode.as_deref() == Some("NOERROR") && !answer.is_empty() {
+                        dns_ok.push((*sent, *time));
+                    }
+                }
+            }
+        }
+        // DNS answers count as progress under a fault only when DNS is the only workload:
+        // with register or set, those must make progress themselves.
+        let extra = if i.workloads.is_empty() { &dns_ok[..] } else { &[] };
+        let coverage = checks::coverage(i.faults, i.events, extra);
         for c in coverage.iter().filter(|c| !c.passed) {
             let why = if !c.errors.is_empty() {
                 format!("failed: {}", c.errors.join("; "))
@@ -90,7 +110,7 @@ impl Outcome {
             problems.push((Validity::Invalid, e.clone()));
         }
         let count = |t: Type| i.events.iter().filter(|e| e.kind == t).count();
-        if count(Type::Ok) == 0 {
+        if count(Type::Ok) + dns_ok.len() == 0 {
             problems.push((Validity::Unknown, "no operation succeeded at all".into()));
         }
         let valid = problems.iter().map(|(v, _)| *v).max().unwrap_or(Validity::Valid);
@@ -104,7 +124,7 @@ impl Outcome {
             unexpected_exits: i.unexpected_exits,
             operations: json!({
                 "invoked": count(Type::Invoke), "ok": count(Type::Ok),
-                "fail": count(Type::Fail), "info": count(Type::Info),
+                "fail": count(Type::Fail), "info": count(Type::Info), "dns_answered": dns_ok.len(),
             }),
             final_heal: i.final_heal,
         }

@@ -77,6 +77,8 @@ impl Client {
         while !self.stop.load(Ordering::Relaxed) {
             let indeterminate = match self.workload {
                 Workload::Register => self.register_op(&mut rng, process),
+                // The DNS workload has threads of its own (run/dns.rs), never an HTTP client.
+                Workload::Dns => return,
                 Workload::Set => {
                     if rng.gen_bool(0.05) {
                         self.set_read(process)
