@@ -276,8 +276,11 @@ pub enum DomainCommand {
     Put {
         name: String,
         /// A site that may serve it (repeat for more).
-        #[arg(long = "site", required = true)]
+        #[arg(long = "site", required_unless_present = "cname")]
         sites: Vec<String>,
+        /// Make the domain an alias of another name (answered as a CNAME), instead of sites.
+        #[arg(long, conflicts_with = "sites")]
+        cname: Option<String>,
         /// Seconds resolvers may cache the answer.
         #[arg(long)]
         ttl: Option<u64>,
@@ -307,8 +310,8 @@ pub enum DomainCommand {
 impl DomainCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
         let answer = match self {
-            DomainCommand::Put { name, sites, ttl, write } => {
-                let mut body = json!({ "sites": sites });
+            DomainCommand::Put { name, sites, ttl, cname, write } => {
+                let mut body = json!({ "sites": sites, "cname": cname });
                 if let Some(t) = ttl {
                     body["ttl"] = json!(t);
                 }

@@ -292,7 +292,8 @@ pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Do
 /// writes.
 pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<RowChange> {
     let mut out = Vec::new();
-    for domain in state.domains.values() {
+    // An alias (CNAME) elects nothing: DNS answers it from its target.
+    for domain in state.domains.values().filter(|d| d.cname.is_none()) {
         for region in state.regions.keys() {
             let d = decide(state, metrics, domain, region);
             let current = state.dispatch.get(&(domain.name.clone(), region.clone()));
@@ -361,7 +362,7 @@ mod tests {
                 changes: ["sg-a", "sg-b", "sg-c", "fra-a"].map(|n| (n.to_string(), Health::Up)).to_vec(),
             },
         );
-        let spec = DomainSpec { sites: vec!["sg-1".into(), "sg-2".into(), "fra-1".into()], ttl: 20 };
+        let spec = DomainSpec { sites: vec!["sg-1".into(), "sg-2".into(), "fra-1".into()], ttl: 20, cname: None };
         apply(&mut s, Command::PutDomain { name: "video.example.com".into(), spec, cas: None });
         s
     }

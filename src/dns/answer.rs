@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::snapshot::{Snapshot, ZoneData};
@@ -106,7 +106,25 @@ pub fn respond(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Answere
     }
 
     let apex = name == zone.name;
-    let found = if let Some(domain) = snap.domains.get(&name) {
+    let alias = snap.domains.get(&name).and_then(|d| d.cname.as_ref().map(|t| (d, t)));
+    let found = if let Some((domain, target)) = alias {
+        // An alias: the CNAME, and the target's address when the target is ours.
+        if let Some(target_name) = fqdn(target) {
+            resp.answers.push(Record::from_rdata(qname.clone(), domain.ttl, RData::CNAME(CNAME(target_name.clone()))));
+            if let Some(t) = snap.domains.get(target.as_str()).filter(|t| t.cname.is_none()) {
+                let ip = t.answers.get(region).copied().flatten();
+                let record = match (qtype, ip) {
+                    (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(v4))),
+                    (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(v6))),
+                    _ => None,
+                };
+                if let Some(rdata) = record {
+                    resp.answers.push(Record::from_rdata(target_name, t.ttl, rdata));
+                }
+            }
+        }
+        true
+    } else if let Some(domain) = snap.domains.get(&name) {
         let ip = domain.answers.get(region).copied().flatten();
         let record = match (qtype, ip) {
             (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(v4))),
@@ -214,7 +232,11 @@ mod tests {
         );
         let answers =
             HashMap::from([("sea".to_string(), Some("192.0.2.1".parse().unwrap())), ("eu".to_string(), None)]);
-        s.domains.insert("video.example.com".into(), DomainData { ttl: 20, answers });
+        s.domains.insert("video.example.com".into(), DomainData { ttl: 20, answers, cname: None });
+        s.domains.insert(
+            "www.example.com".into(),
+            DomainData { ttl: 300, answers: HashMap::new(), cname: Some("video.example.com".into()) },
+        );
         s.networks = vec![("10.20.0.0/16".parse().unwrap(), "sea".into())];
         s
     }
@@ -238,6 +260,19 @@ mod tests {
         let m = ask("video.example.com.", RecordType::A, "203.0.113.9");
         assert_eq!((m.metadata.response_code, m.answers.len()), (ResponseCode::NoError, 0));
         assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn an_alias_answers_its_cname_and_the_target_when_ours() {
+        let m = ask("WWW.example.com.", RecordType::A, "10.20.3.4");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 2);
+        let RData::CNAME(target) = &m.answers[0].data else { panic!("CNAME first") };
+        assert_eq!(target.0.to_ascii(), "video.example.com.");
+        assert_eq!((m.answers[0].ttl, m.answers[1].ttl), (300, 20));
+        assert_eq!(m.answers[0].name.to_ascii(), "WWW.example.com.", "case preserved");
+        let m = ask("www.example.com.", RecordType::MX, "10.20.3.4");
+        assert_eq!(m.answers.len(), 1, "the CNAME alone for other types");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct ZoneData {
 pub struct DomainData {
     pub ttl: u32,
     pub answers: HashMap<String, Option<IpAddr>>,
+    /// For an alias: the name its CNAME points at.
+    pub cname: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -64,7 +66,7 @@ impl Snapshot {
         let mut domains: HashMap<String, DomainData> = state
             .domains
             .values()
-            .map(|d| (d.name.clone(), DomainData { ttl: d.ttl, answers: HashMap::new() }))
+            .map(|d| (d.name.clone(), DomainData { ttl: d.ttl, answers: HashMap::new(), cname: d.cname.clone() }))
             .collect();
         for ((domain, region), row) in &state.dispatch {
             if let Some(d) = domains.get_mut(domain) {

@@ -137,10 +137,11 @@ pub async fn put_domain(
         Some(t) => validate::ttl("ttl", t)?,
         None => validate::DEFAULT_TTL,
     };
+    let cname = body.opt_string("cname")?.map(|c| validate::normalize_name(&c));
     body.finish()?;
-    let spec = DomainSpec { sites, ttl };
+    let spec = DomainSpec { sites, ttl, cname };
     validate::domain_spec(&name, &spec)?;
-    let extra = json!({"name": name, "sites": spec.sites, "ttl": spec.ttl});
+    let extra = json!({"name": name, "sites": spec.sites, "ttl": spec.ttl, "cname": spec.cname});
     write(&app, Command::PutDomain { name, spec, cas: flags.cas }, extra).await
 }
 

@@ -159,8 +159,14 @@ impl State {
                     }
                 }
                 let lock = current.and_then(|d| d.lock.clone());
-                let domain =
-                    Domain { name: name.clone(), sites: spec.sites.clone(), ttl: spec.ttl, lock, revision: index };
+                let domain = Domain {
+                    name: name.clone(),
+                    sites: spec.sites.clone(),
+                    ttl: spec.ttl,
+                    lock,
+                    cname: spec.cname.clone(),
+                    revision: index,
+                };
                 self.domains.insert(name.clone(), domain);
                 Ok(Outcome { revision: index })
             }

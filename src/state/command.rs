@@ -96,6 +96,8 @@ pub struct ZoneSpec {
 pub struct DomainSpec {
     pub sites: Vec<String>,
     pub ttl: u32,
+    /// Set for an alias; then `sites` is empty.
+    pub cname: Option<String>,
 }
 
 /// The new content of one row of the elected table.

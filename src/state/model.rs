@@ -46,6 +46,8 @@ pub struct Domain {
     pub ttl: u32,
     /// Manual g → y: the site this domain answers from, in every region.
     pub lock: Option<String>,
+    /// An alias: the domain answers a CNAME to this name instead of electing a node.
+    pub cname: Option<String>,
     pub revision: u64,
 }
 

@@ -75,8 +75,18 @@ pub fn zone_spec(zone: &str, spec: &super::ZoneSpec) -> Result<(), Error> {
 
 pub fn domain_spec(domain: &str, spec: &super::DomainSpec) -> Result<(), Error> {
     name("name", domain)?;
+    if let Some(target) = &spec.cname {
+        name("cname", target)?;
+        if target == domain {
+            return Err(Error::invalid("cname", "a domain cannot be an alias of itself"));
+        }
+        if !spec.sites.is_empty() {
+            return Err(Error::invalid("sites", "an alias (cname) has no sites; give one or the other"));
+        }
+        return Ok(());
+    }
     if spec.sites.is_empty() {
-        return Err(Error::invalid("sites", "list at least one site"));
+        return Err(Error::invalid("sites", "list at least one site, or a cname"));
     }
     if spec.sites.len() > MAX_SITES {
         return Err(Error::invalid("sites", format!("lists {} sites; the limit is {MAX_SITES}", spec.sites.len())));

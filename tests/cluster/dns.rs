@@ -38,6 +38,7 @@ async fn authoritative_answers_from_every_peer() {
         ("/v1/nodes/fra-a", json!({"ip": "2001:db8::4", "region": "eu", "site": "fra-1", "capacity": 10})),
         ("/v1/domains/video.example.com", json!({"sites": ["sg-1", "fra-1"], "ttl": 42})),
         ("/v1/domains/a.deep.example.com", json!({"sites": ["sg-1"]})),
+        ("/v1/domains/www.example.com", json!({"cname": "video.example.com", "ttl": 300})),
         // One heartbeat below keeps the nodes up for the whole test.
         ("/v1/policy/scoring", json!({"down_after_ms": 600_000})),
     ];
@@ -91,11 +92,18 @@ async fn authoritative_answers_from_every_peer() {
         // EDNS version 1: BADVERS.
         let badvers = dig(p, &["video.example.com", "A", "+edns=1", "+noednsneg"]);
         assert!(badvers.contains("status: BADVERS"), "{badvers}");
+        // An alias answers its CNAME, then the target's address.
+        let alias = dig(p, &["www.example.com", "A", "+subnet=10.20.0.0/24"]);
+        assert!(alias.contains("www.example.com.\t300\tIN\tCNAME\tvideo.example.com."), "{alias}");
+        assert!(alias.contains("video.example.com.\t42\tIN\tA\t192.0.2.1"), "{alias}");
         // TCP answers the same.
         assert_eq!(short(p, &["+tcp", "video.example.com", "A", "+subnet=10.20.0.0/24"]), "192.0.2.1");
     }
     let metrics = c.http.get(format!("{}/metrics", c.peer(1).url())).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("switchboard_dns_queries_total{qtype=\"A\",rcode=\"NoError\"}"), "{metrics}");
+    let both = json!({"cname": "video.example.com", "sites": ["sg-1"]});
+    let (status, body) = c.call(2, Method::PUT, "/v1/domains/m.example.com", Some(both)).await;
+    assert_eq!((status, body["field"].as_str()), (400, Some("sites")), "{body}");
 }
 
 /// One UDP query; `Ok(addresses)` or why it failed.
