@@ -112,36 +112,19 @@ pub fn respond(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Answere
         if let Some(target_name) = fqdn(target) {
             resp.answers.push(Record::from_rdata(qname.clone(), domain.ttl, RData::CNAME(CNAME(target_name.clone()))));
             if let Some(t) = snap.domains.get(target.as_str()).filter(|t| t.cname.is_none()) {
-                let ip = t.answers.get(region).copied().flatten();
-                let record = match (qtype, ip) {
-                    (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(v4))),
-                    (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(v6))),
-                    _ => None,
-                };
-                if let Some(rdata) = record {
+                if let Some(rdata) = address(qtype, t.answers.get(region).copied().flatten()) {
                     resp.answers.push(Record::from_rdata(target_name, t.ttl, rdata));
                 }
             }
         }
         true
     } else if let Some(domain) = snap.domains.get(&name) {
-        let ip = domain.answers.get(region).copied().flatten();
-        let record = match (qtype, ip) {
-            (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(v4))),
-            (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(v6))),
-            _ => None,
-        };
-        if let Some(rdata) = record {
+        if let Some(rdata) = address(qtype, domain.answers.get(region).copied().flatten()) {
             resp.answers.push(Record::from_rdata(qname.clone(), domain.ttl, rdata));
         }
         true
     } else if let Some((_, glue)) = zone.ns.iter().find(|(n, _)| *n == name) {
-        let record = match (qtype, glue) {
-            (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(*v4))),
-            (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(*v6))),
-            _ => None,
-        };
-        if let Some(rdata) = record {
+        if let Some(rdata) = address(qtype, *glue) {
             resp.answers.push(Record::from_rdata(qname.clone(), SOA_TTL, rdata));
         }
         true
@@ -178,6 +161,16 @@ pub fn respond(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Answere
         resp.authorities.push(soa(zone, snap.serial, zone_name));
     }
     finish(resp, rcode, Some(qtype), ctx, limit)
+}
+
+/// The address record a query of `qtype` gets for `ip`: A for IPv4, AAAA for IPv6, either
+/// for ANY; nothing when the family does not match.
+fn address(qtype: RecordType, ip: Option<IpAddr>) -> Option<RData> {
+    match (qtype, ip) {
+        (RecordType::A | RecordType::ANY, Some(IpAddr::V4(v4))) => Some(RData::A(A(v4))),
+        (RecordType::AAAA | RecordType::ANY, Some(IpAddr::V6(v6))) => Some(RData::AAAA(AAAA(v6))),
+        _ => None,
+    }
 }
 
 fn fqdn(name: &str) -> Option<Name> {
