@@ -246,10 +246,31 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
         })
         .collect();
     leader_events.sort();
-    for (time, peer, leader, term) in leader_events {
+    for &(time, peer, leader, term) in &leader_events {
         if let Some(prev) = last_seen.insert(peer, (leader, term)) {
             if prev != (leader, term) && !is_excluded(peer, time) {
                 changes.push(time);
+            }
+        }
+    }
+    // Times without a working leader: from a fault that cuts off, kills or pauses the
+    // leader (followers may go on naming it until the next election) to the next change;
+    // and from a heal to a change within `rejoin` after it (a peer coming back with a
+    // higher term can depose the leader).
+    let next_change = |after: u64| changes.iter().copied().find(|&c| c > after);
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    for e in events {
+        let DnsEvent::Fault { start: Some(s), heal, excluded: ex, down, .. } = e else { continue };
+        let leader = leader_events.iter().rev().find(|o| o.0 <= *s && !is_excluded(o.1, o.0)).and_then(|o| o.2);
+        // A fault that excludes every peer (bridge, ring, netem) does not by itself take
+        // the leader away; those peers are not judged during it anyway.
+        let cut_off = |l: u64| down.contains(&l) || (ex.contains(&l) && ex.len() < peers.len());
+        if leader.is_some_and(cut_off) {
+            gaps.push((*s, next_change(*s).unwrap_or(u64::MAX)));
+        }
+        if let Some(h) = heal {
+            if let Some(c) = next_change(*h).filter(|&c| c <= h + b.rejoin) {
+                gaps.push((*h, c));
             }
         }
     }
@@ -307,7 +328,8 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
         let mut deadline = a + b.failover;
         loop {
             let latest = changes.iter().copied().filter(|&c| c <= deadline).max().unwrap_or(0);
-            let next = a.max(latest) + b.failover;
+            let gap_end = gaps.iter().filter(|&&(s, e)| s <= deadline && e > a).map(|&(_, e)| e).max().unwrap_or(0);
+            let next = a.max(latest).max(gap_end).saturating_add(b.failover);
             if next == deadline {
                 break;
             }
@@ -530,6 +552,7 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
             "domain": domain, "bounds_ms": {"failover": b.failover / MS, "convergence": b.convergence / MS, "rejoin": b.rejoin / MS},
             "queries": queries.len(), "answered": answered, "deaths": deaths_report, "judged": judged,
             "not_judged": unjudged, "leader_changes": changes.iter().map(|&c| c as f64 / 1e9).collect::<Vec<_>>(),
+            "leaderless": gaps.iter().map(|&(s, e)| [s as f64 / 1e9, e as f64 / 1e9]).collect::<Vec<_>>(),
             "convergence": convergence, "windows": windows, "outside_faults": share(&quiet),
         }),
     }
@@ -665,6 +688,24 @@ mod tests {
         let mut h = history(failover_after(3_400));
         h.extend([leader(1, 0, 1, 2), leader(1, 6_000, 2, 3)]);
         assert_eq!(check(&h).valid, Validity::Invalid);
+    }
+
+    #[test]
+    fn a_leader_killed_before_the_deadline_moves_it_past_the_next_election() {
+        // The leader, peer 2, is killed at 4.8 s; peers 1 and 3 name it until peer 1 is
+        // elected at 7.5 s; failover at 8.4 s (7.5 + 1.0 + a little) is in time.
+        let leader = |peer, time, leader, term| DnsEvent::Leader { peer, time: ms(time), leader: Some(leader), term };
+        let mut h = history(failover_after(3_500));
+        h.extend([leader(1, 0, 2, 2), leader(3, 0, 2, 2), leader(1, 7_500, 1, 3), leader(3, 7_520, 1, 3)]);
+        h.push(fault(&[2], &[2], 4_800, 9_000));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{}", r.render());
+        assert_eq!(r.stats["judged"], 2);
+        // Killing a follower moves nothing: the same failover is late.
+        let mut h = history(failover_after(3_500));
+        h.extend([leader(1, 0, 1, 2), leader(3, 0, 1, 2)]);
+        h.push(fault(&[2], &[2], 4_800, 9_000));
+        assert_eq!(kinds(&check(&h)), vec!["no-failover"; 2]);
     }
 
     #[test]
