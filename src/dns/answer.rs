@@ -282,6 +282,30 @@ mod tests {
     }
 
     #[test]
+    fn other_opcodes_are_not_implemented_and_edns_is_answered_with_edns() {
+        let ctx = Context {
+            source: "10.20.3.4".parse().unwrap(),
+            transport: Transport::Udp,
+            default_region: "eu",
+            stale: false,
+        };
+        let mut q = Message::query();
+        q.metadata.op_code = OpCode::Status;
+        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        assert_eq!(respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap().rcode, ResponseCode::NotImp);
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        q.edns = Some(Edns::new());
+        let m = Message::from_vec(&respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap().bytes).unwrap();
+        let opt = m.edns.expect("OPT answered with OPT");
+        assert_eq!((opt.version(), opt.max_payload()), (0, DEFAULT_UDP_PAYLOAD));
+        // A response sent to us is never answered.
+        let mut r = Message::query();
+        r.metadata.message_type = MessageType::Response;
+        assert!(respond(&snapshot(), &r.to_vec().unwrap(), &ctx).is_none());
+    }
+
+    #[test]
     fn too_large_for_udp_sets_tc_and_tcp_carries_it_whole() {
         let mut snap = snapshot();
         let long = |i: usize| format!("{}.{}.{}.example.com", "a".repeat(60), "b".repeat(60), format_args!("ns{i}"));
