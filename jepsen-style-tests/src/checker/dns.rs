@@ -237,6 +237,8 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
     let is_excluded = |p: u64, t: u64| excluded.get(&p).is_some_and(|v| v.iter().any(|&(s, e)| s <= t && t < e));
     // Changes of leader or term, as reported by peers on the majority side.
     let mut changes = Vec::new();
+    // Changes to no leader (an election under way) and to a leader.
+    let (mut to_none, mut to_leader) = (Vec::new(), Vec::new());
     let mut last_seen: BTreeMap<u64, (Option<u64>, u64)> = BTreeMap::new();
     let mut leader_events: Vec<(u64, u64, Option<u64>, u64)> = events
         .iter()
@@ -250,15 +252,21 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
         if let Some(prev) = last_seen.insert(peer, (leader, term)) {
             if prev != (leader, term) && !is_excluded(peer, time) {
                 changes.push(time);
+                if leader.is_some() { &mut to_leader } else { &mut to_none }.push(time);
             }
         }
     }
-    // Times without a working leader: from a fault that cuts off, kills or pauses the
-    // leader (followers may go on naming it until the next election) to the next change;
-    // and from a heal to a change within `rejoin` after it (a peer coming back with a
-    // higher term can depose the leader).
+    // Times without a working leader, each ending when a majority-side peer next reports a
+    // leader: from a report of no leader; from a fault that cuts off, kills or pauses the
+    // leader (followers may go on naming it until the next election); from a heal followed
+    // by a change within `rejoin` (a peer coming back with a higher term can depose the
+    // leader).
+    let next_leader = |after: u64| to_leader.iter().copied().find(|&c| c > after);
     let next_change = |after: u64| changes.iter().copied().find(|&c| c > after);
     let mut gaps: Vec<(u64, u64)> = Vec::new();
+    for &t in &to_none {
+        gaps.push((t, next_leader(t).unwrap_or(u64::MAX)));
+    }
     for e in events {
         let DnsEvent::Fault { start: Some(s), heal, excluded: ex, down, .. } = e else { continue };
         let leader = leader_events.iter().rev().find(|o| o.0 <= *s && !is_excluded(o.1, o.0)).and_then(|o| o.2);
@@ -266,11 +274,11 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
         // the leader away; those peers are not judged during it anyway.
         let cut_off = |l: u64| down.contains(&l) || (ex.contains(&l) && ex.len() < peers.len());
         if leader.is_some_and(cut_off) {
-            gaps.push((*s, next_change(*s).unwrap_or(u64::MAX)));
+            gaps.push((*s, next_leader(*s).unwrap_or(u64::MAX)));
         }
         if let Some(h) = heal {
-            if let Some(c) = next_change(*h).filter(|&c| c <= h + b.rejoin) {
-                gaps.push((*h, c));
+            if next_change(*h).is_some_and(|c| c <= h + b.rejoin) {
+                gaps.push((*h, next_leader(*h).unwrap_or(u64::MAX)));
             }
         }
     }
@@ -706,6 +714,19 @@ mod tests {
         h.extend([leader(1, 0, 1, 2), leader(3, 0, 1, 2)]);
         h.push(fault(&[2], &[2], 4_800, 9_000));
         assert_eq!(kinds(&check(&h)), vec!["no-failover"; 2]);
+    }
+
+    #[test]
+    fn an_election_under_way_moves_the_deadline_past_its_end() {
+        // Peer 1 reports no leader at 5.5 s (a rejoining peer forced an election) until
+        // 7.0 s; failover at 8.0 s (7.0 + 1.0) is in time.
+        let leader = |peer, time, leader, term| DnsEvent::Leader { peer, time: ms(time), leader, term };
+        let mut h = history(failover_after(3_100));
+        h.extend([leader(1, 0, Some(2), 2), leader(1, 5_500, None, 3), leader(1, 7_000, Some(2), 4)]);
+        assert_eq!(check(&h).valid, Validity::Valid, "{}", check(&h).render());
+        let mut h = history(failover_after(3_100));
+        h.extend([leader(1, 0, Some(2), 2)]);
+        assert_eq!(check(&h).valid, Validity::Invalid);
     }
 
     #[test]
