@@ -235,6 +235,17 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
         }
     }
     let is_excluded = |p: u64, t: u64| excluded.get(&p).is_some_and(|v| v.iter().any(|&(s, e)| s <= t && t < e));
+    // Whose reports of the leader count: not a peer that is down or on a minority side
+    // while the fault is active (its view is stale); after the heal, every peer's again.
+    let mut minority: Vec<(u64, u64, u64)> = Vec::new();
+    for e in events {
+        if let DnsEvent::Fault { start: Some(s), heal, excluded: ex, down, .. } = e {
+            for &p in ex.iter().filter(|p| down.contains(p) || ex.len() < peers.len()) {
+                minority.push((p, *s, heal.unwrap_or(u64::MAX)));
+            }
+        }
+    }
+    let off_side = |p: u64, t: u64| minority.iter().any(|&(q, s, e)| q == p && s <= t && t < e);
     // Changes of leader or term, as reported by peers on the majority side.
     let mut changes = Vec::new();
     // Changes to no leader (an election under way) and to a leader.
@@ -250,7 +261,7 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
     leader_events.sort();
     for &(time, peer, leader, term) in &leader_events {
         if let Some(prev) = last_seen.insert(peer, (leader, term)) {
-            if prev != (leader, term) && !is_excluded(peer, time) {
+            if prev != (leader, term) && !off_side(peer, time) {
                 changes.push(time);
                 if leader.is_some() { &mut to_leader } else { &mut to_none }.push(time);
             }
@@ -269,7 +280,7 @@ pub fn check_with(events: &[DnsEvent], b: Bounds) -> Report {
     }
     for e in events {
         let DnsEvent::Fault { start: Some(s), heal, excluded: ex, down, .. } = e else { continue };
-        let leader = leader_events.iter().rev().find(|o| o.0 <= *s && !is_excluded(o.1, o.0)).and_then(|o| o.2);
+        let leader = leader_events.iter().rev().find(|o| o.0 <= *s && !off_side(o.1, o.0)).and_then(|o| o.2);
         // A fault that excludes every peer (bridge, ring, netem) does not by itself take
         // the leader away; those peers are not judged during it anyway.
         let cut_off = |l: u64| down.contains(&l) || (ex.contains(&l) && ex.len() < peers.len());
