@@ -11,6 +11,8 @@ use crate::peer::Peer;
 use crate::state::{Command, Reason};
 
 const TICK: Duration = Duration::from_millis(100);
+/// Changes of the table logged row by row at most; larger ones get one summary line.
+const MAX_LOGGED_ROWS: usize = 100;
 /// Without a change of state, metrics alone are re-examined this often.
 const REANALYSE_EVERY: Duration = Duration::from_secs(1);
 
@@ -54,14 +56,21 @@ pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
         }
         analysed = Some((applied_index, now));
         let metrics = peer.observations.metrics();
-        let (changes, previous) = {
-            let applied = peer.state.read();
+        // The analysis walks every (domain, region): off the async workers, so that DNS and
+        // HTTP on the leader are not held up by it.
+        let analyser = peer.clone();
+        let Ok((changes, previous)) = tokio::task::spawn_blocking(move || {
+            let applied = analyser.state.read();
             let changes = analyse::changes(&applied.state, &metrics);
             let previous: Vec<Option<String>> = changes
                 .iter()
                 .map(|c| applied.state.dispatch.get(&(c.domain.clone(), c.region.clone())).and_then(|r| r.node.clone()))
                 .collect();
             (changes, previous)
+        })
+        .await
+        else {
+            continue;
         };
         if changes.is_empty() {
             continue;
@@ -70,11 +79,18 @@ pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
         match peer.write_as_leader(Command::Dispatch { changes: changes.clone(), at_ms }).await {
             Ok(_) => {
                 let committed = Instant::now();
+                // One line per changed row, up to a point: a bulk load logs a summary.
+                let detailed = changes.len() <= MAX_LOGGED_ROWS;
+                if !detailed {
+                    tracing::info!(rows = changes.len(), "dispatch changed (rows not listed one by one)");
+                }
                 for (c, old) in changes.iter().zip(previous) {
-                    tracing::info!(
-                        domain = %c.domain, region = %c.region, node = ?c.node, previous = ?old,
-                        reason = ?c.reason, "dispatch changed"
-                    );
+                    if detailed {
+                        tracing::info!(
+                            domain = %c.domain, region = %c.region, node = ?c.node, previous = ?old,
+                            reason = ?c.reason, "dispatch changed"
+                        );
+                    }
                     peer.metrics.dispatch_changes.inc();
                     if c.reason == Reason::Failover {
                         peer.metrics.failovers.inc();

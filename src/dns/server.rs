@@ -85,7 +85,12 @@ async fn keep_current(server: Arc<Server>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             changed = applied.changed() => if changed.is_err() { return },
         }
-        let snapshot = Snapshot::build(&server.peer.state.read());
+        // Building walks the whole table: off the async workers, so queries are not held up.
+        let builder = server.clone();
+        let Ok(snapshot) = tokio::task::spawn_blocking(move || Snapshot::build(&builder.peer.state.read())).await
+        else {
+            return;
+        };
         server.snapshot.store(Arc::new(snapshot));
     }
 }
