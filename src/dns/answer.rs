@@ -234,6 +234,17 @@ mod tests {
         s
     }
 
+    /// A UDP client in region sea, at a peer whose own region is eu.
+    fn context(stale: bool) -> Context<'static> {
+        Context { source: "10.20.3.4".parse().unwrap(), transport: Transport::Udp, default_region: "eu", stale }
+    }
+
+    fn video_query() -> Message {
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        q
+    }
+
     fn ask(name: &str, qtype: RecordType, source: &str) -> Message {
         let mut q = Message::query();
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
@@ -283,18 +294,12 @@ mod tests {
 
     #[test]
     fn other_opcodes_are_not_implemented_and_edns_is_answered_with_edns() {
-        let ctx = Context {
-            source: "10.20.3.4".parse().unwrap(),
-            transport: Transport::Udp,
-            default_region: "eu",
-            stale: false,
-        };
+        let ctx = context(false);
         let mut q = Message::query();
         q.metadata.op_code = OpCode::Status;
         q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
         assert_eq!(respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap().rcode, ResponseCode::NotImp);
-        let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        let mut q = video_query();
         q.edns = Some(Edns::new());
         let m = Message::from_vec(&respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap().bytes).unwrap();
         let opt = m.edns.expect("OPT answered with OPT");
@@ -313,12 +318,7 @@ mod tests {
         let mut q = Message::query();
         q.add_query(Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::NS));
         let bytes = q.to_vec().unwrap();
-        let udp = Context {
-            source: "10.20.3.4".parse().unwrap(),
-            transport: Transport::Udp,
-            default_region: "eu",
-            stale: false,
-        };
+        let udp = context(false);
         let m = Message::from_vec(&respond(&snap, &bytes, &udp).unwrap().bytes).unwrap();
         assert!(m.metadata.truncation && m.answers.is_empty(), "over 512 bytes without EDNS");
         let tcp = Context { transport: Transport::Tcp, ..udp };
@@ -329,14 +329,8 @@ mod tests {
 
     #[test]
     fn stale_peers_answer_servfail_inside_their_zones_only() {
-        let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
-        let ctx = Context {
-            source: "10.20.3.4".parse().unwrap(),
-            transport: Transport::Udp,
-            default_region: "eu",
-            stale: true,
-        };
+        let q = video_query();
+        let ctx = context(true);
         let a = respond(&snapshot(), &q.to_vec().unwrap(), &ctx).unwrap();
         assert_eq!(a.rcode, ResponseCode::ServFail);
         let mut q = Message::query();
@@ -349,14 +343,8 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let snap = snapshot();
-        let ctx = Context {
-            source: "10.20.3.4".parse().unwrap(),
-            transport: Transport::Udp,
-            default_region: "eu",
-            stale: false,
-        };
-        let mut q = Message::query();
-        q.add_query(Query::query(Name::from_ascii("video.example.com.").unwrap(), RecordType::A));
+        let ctx = context(false);
+        let q = video_query();
         let valid = q.to_vec().unwrap();
         let mut seed: u64 = 0x5eed_cafe;
         let mut next = move || {

@@ -9,6 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::extract::{Fields, Flags, JsonBody};
+use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::dispatch::{analyse, NodeMetrics};
 use crate::state::{self, validate, Command, DomainSpec, Weights, ZoneSpec};
@@ -20,12 +21,6 @@ async fn write(app: &AppState, command: Command, mut extra: Value) -> Answer {
     let outcome = app.peer.write(command).await?;
     extra["revision"] = json!(outcome.revision);
     Ok(Json(extra))
-}
-
-async fn read<T>(app: &AppState, query: Option<String>, f: impl FnOnce(&state::State) -> T) -> Result<T, ApiError> {
-    let flags = Flags::parse(query.as_deref())?;
-    app.peer.read_barrier(flags.consistency()).await?;
-    Ok(f(&app.peer.state.read().state))
 }
 
 fn domain_name(raw: &str) -> Result<String, ApiError> {
@@ -67,7 +62,7 @@ pub async fn delete_zone(State(app): State<AppState>, Path(name): Path<String>, 
 pub async fn get_zone(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
     let name = validate::normalize_name(&name);
     let zone = read(&app, q, |s| s.zones.get(&name).cloned()).await?;
-    zone.map(|z| Json(json!(z))).ok_or_else(|| ApiError::not_found(format!("zone '{name}' does not exist")))
+    found(zone, "zone", &name)
 }
 
 pub async fn list_zones(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
@@ -103,7 +98,7 @@ pub async fn delete_site(State(app): State<AppState>, Path(id): Path<String>, Ra
 
 pub async fn get_site(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
     let site = read(&app, q, |s| s.sites.get(&id).cloned()).await?;
-    site.map(|s| Json(json!(s))).ok_or_else(|| ApiError::not_found(format!("site '{id}' does not exist")))
+    found(site, "site", &id)
 }
 
 pub async fn list_sites(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
@@ -155,7 +150,7 @@ pub async fn delete_domain(State(app): State<AppState>, Path(name): Path<String>
 pub async fn get_domain(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
     let name = validate::normalize_name(&name);
     let domain = read(&app, q, |s| s.domains.get(&name).cloned()).await?;
-    domain.map(|d| Json(json!(d))).ok_or_else(|| ApiError::not_found(format!("domain '{name}' does not exist")))
+    found(domain, "domain", &name)
 }
 
 pub async fn list_domains(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {

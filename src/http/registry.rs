@@ -76,7 +76,7 @@ pub async fn delete_node(
 }
 
 /// Serves a read at the consistency the query asks for, from this peer's state.
-async fn read<T>(
+pub(super) async fn read<T>(
     app: &AppState,
     query: Option<String>,
     f: impl FnOnce(&crate::state::State) -> T,
@@ -84,6 +84,11 @@ async fn read<T>(
     let flags = Flags::parse(query.as_deref())?;
     app.peer.read_barrier(flags.consistency()).await?;
     Ok(f(&app.peer.state.read().state))
+}
+
+/// The resource, or 404 naming it.
+pub(super) fn found<T: serde::Serialize>(value: Option<T>, kind: &str, id: &str) -> Result<Json<Value>, ApiError> {
+    value.map(|v| Json(json!(v))).ok_or_else(|| ApiError::not_found(format!("{kind} '{id}' does not exist")))
 }
 
 pub async fn list_regions(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
@@ -97,7 +102,7 @@ pub async fn get_region(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let region = read(&app, q, |s| s.regions.get(&name).cloned()).await?;
-    region.map(|r| Json(json!(r))).ok_or_else(|| ApiError::not_found(format!("region '{name}' does not exist")))
+    found(region, "region", &name)
 }
 
 /// A node as clients see it: `health` is `maintenance` while an operator drains it.
@@ -120,5 +125,5 @@ pub async fn get_node(
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let node = read(&app, q, |s| s.nodes.get(&id).map(node_view)).await?;
-    node.map(Json).ok_or_else(|| ApiError::not_found(format!("node '{id}' does not exist")))
+    found(node, "node", &id)
 }
