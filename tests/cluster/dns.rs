@@ -130,24 +130,29 @@ async fn query(server: &str, name: &str, subnet: &str) -> Result<Vec<std::net::I
     Ok(reply.answers.iter().filter_map(|r| if let RData::A(a) = &r.data { Some(a.0.into()) } else { None }).collect())
 }
 
-/// DNS answers from each peer's own copy: killing the leader fails no query on the
-/// survivors, even while there is no leader.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_query_fails_while_the_leader_dies() {
-    let mut c = Cluster::start(3).await;
-    let setup = [
+/// video.example.com served by one node in region sea (10.20.0.0/16), heard from once
+/// and kept up for the whole test.
+async fn one_node_world(c: &Cluster) {
+    for (path, body) in [
         ("/v1/policy/scoring", json!({"down_after_ms": 600_000})),
         ("/v1/regions/sea", json!({"cidrs": ["10.20.0.0/16"], "fallback": []})),
         ("/v1/zones/example.com", json!({})),
         ("/v1/sites/sg-1", json!({"region": "sea"})),
         ("/v1/nodes/sg-a", json!({"ip": "192.0.2.1", "region": "sea", "site": "sg-1", "capacity": 10})),
         ("/v1/domains/video.example.com", json!({"sites": ["sg-1"]})),
-    ];
-    for (path, body) in setup {
+    ] {
         assert_eq!(c.call(1, Method::PUT, path, Some(body)).await.0, 200, "{path}");
     }
     let beat = json!({"cpu": 0.1, "load": 0.1, "latency_ms": 5, "error_rate": 0});
     assert_eq!(c.call(2, Method::POST, "/v1/nodes/sg-a/heartbeat", Some(beat)).await.0, 202);
+}
+
+/// DNS answers from each peer's own copy: killing the leader fails no query on the
+/// survivors, even while there is no leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_query_fails_while_the_leader_dies() {
+    let mut c = Cluster::start(3).await;
+    one_node_world(&c).await;
     let leader = c.leader().await;
     let survivors: Vec<String> =
         c.running().into_iter().filter(|id| *id != leader).map(|id| c.peer(id).dns_addr.clone()).collect();
@@ -199,18 +204,7 @@ async fn no_query_fails_while_the_leader_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_a_leader_for_too_long_answers_servfail_when_asked_to() {
     let mut c = Cluster::start_with_env(3, &[("SWITCHBOARD_DNS_MAX_STALE_MS", "1500")]).await;
-    for (path, body) in [
-        ("/v1/policy/scoring", json!({"down_after_ms": 600_000})),
-        ("/v1/regions/sea", json!({"cidrs": ["10.20.0.0/16"], "fallback": []})),
-        ("/v1/zones/example.com", json!({})),
-        ("/v1/sites/sg-1", json!({"region": "sea"})),
-        ("/v1/nodes/sg-a", json!({"ip": "192.0.2.1", "region": "sea", "site": "sg-1", "capacity": 10})),
-        ("/v1/domains/video.example.com", json!({"sites": ["sg-1"]})),
-    ] {
-        assert_eq!(c.call(1, Method::PUT, path, Some(body)).await.0, 200, "{path}");
-    }
-    let beat = json!({"cpu": 0.1, "load": 0.1, "latency_ms": 5, "error_rate": 0});
-    assert_eq!(c.call(1, Method::POST, "/v1/nodes/sg-a/heartbeat", Some(beat)).await.0, 202);
+    one_node_world(&c).await;
     let survivor = c.running()[2];
     let dns = c.peer(survivor).dns_addr.clone();
     eventually(Duration::from_secs(10), "an answer", || {
