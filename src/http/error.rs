@@ -51,6 +51,7 @@ impl From<state::Error> for ApiError {
             state::Error::NotFound { .. } => Self::not_found(message),
             state::Error::CasMismatch { .. } => Self::new(StatusCode::CONFLICT, "cas_mismatch", message),
             state::Error::InUse { .. } => Self::new(StatusCode::CONFLICT, "in_use", message),
+            state::Error::Refused { .. } => Self::new(StatusCode::CONFLICT, "refused", message),
         }
     }
 }

@@ -1,5 +1,6 @@
+use super::objects::{RegionStatus, SchedulerWeights, SyncPolicy};
 use super::{
-    Batch, BatchResult, Command, DispatchRow, Domain, Error, Health, Node, Outcome, Region, Site, State, Zone,
+    Batch, BatchResult, Command, Detail, DispatchRow, Domain, Error, Health, Node, Outcome, Region, Site, State, Zone,
 };
 
 impl State {
@@ -21,7 +22,7 @@ impl State {
                     revision: index,
                 };
                 self.regions.insert(name.clone(), region);
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::DeleteRegion { name, cas } => {
                 check_cas("region", name, self.regions.get(name).map(|r| r.revision), *cas)?;
@@ -33,7 +34,12 @@ impl State {
                 }
                 self.regions.remove(name).ok_or_else(|| Error::not_found("region", name))?;
                 self.dispatch.retain(|(_, region), _| region != name);
-                Ok(Outcome { revision: index })
+                self.meta.feeds.remove(name);
+                self.meta.region_status.remove(name);
+                for object in self.meta.objects.values_mut() {
+                    object.locations.remove(name);
+                }
+                Ok(Outcome::at(index))
             }
             Command::PutNode { id, spec, cas } => {
                 let current = self.nodes.get(id);
@@ -68,7 +74,7 @@ impl State {
                     revision: index,
                 };
                 self.nodes.insert(id.clone(), node);
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::DeleteNode { id, cas } => {
                 check_cas("node", id, self.nodes.get(id).map(|n| n.revision), *cas)?;
@@ -76,7 +82,7 @@ impl State {
                     return Err(in_use("node", id, format!("the pin of site '{}'", site.id)));
                 }
                 self.nodes.remove(id).ok_or_else(|| Error::not_found("node", id))?;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::PutZone { name, spec, cas } => {
                 check_cas("zone", name, self.zones.get(name).map(|z| z.revision), *cas)?;
@@ -87,7 +93,7 @@ impl State {
                     revision: index,
                 };
                 self.zones.insert(name.clone(), zone);
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::DeleteZone { name, cas } => {
                 check_cas("zone", name, self.zones.get(name).map(|z| z.revision), *cas)?;
@@ -95,7 +101,7 @@ impl State {
                     return Err(in_use("zone", name, format!("domain '{d}'")));
                 }
                 self.zones.remove(name).ok_or_else(|| Error::not_found("zone", name))?;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::PutSite { id, region, cas } => {
                 let current = self.sites.get(id);
@@ -114,7 +120,7 @@ impl State {
                 }
                 let pin = current.and_then(|s| s.pin.clone());
                 self.sites.insert(id.clone(), Site { id: id.clone(), region: region.clone(), pin, revision: index });
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::DeleteSite { id, cas } => {
                 check_cas("site", id, self.sites.get(id).map(|s| s.revision), *cas)?;
@@ -125,7 +131,7 @@ impl State {
                     return Err(in_use("site", id, format!("node '{}'", n.id)));
                 }
                 self.sites.remove(id).ok_or_else(|| Error::not_found("site", id))?;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::PinSite { id, node } => {
                 if let Some(n) = node {
@@ -142,7 +148,7 @@ impl State {
                 let site = self.sites.get_mut(id).ok_or_else(|| Error::not_found("site", id))?;
                 site.pin = node.clone();
                 site.revision = index;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::PutDomain { name, spec, cas } => {
                 let current = self.domains.get(name);
@@ -168,13 +174,13 @@ impl State {
                     revision: index,
                 };
                 self.domains.insert(name.clone(), domain);
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::DeleteDomain { name, cas } => {
                 check_cas("domain", name, self.domains.get(name).map(|d| d.revision), *cas)?;
                 self.domains.remove(name).ok_or_else(|| Error::not_found("domain", name))?;
                 self.dispatch.retain(|(domain, _), _| domain != name);
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::LockDomain { name, site } => {
                 if let Some(s) = site {
@@ -185,20 +191,20 @@ impl State {
                 let domain = self.domains.get_mut(name).ok_or_else(|| Error::not_found("domain", name))?;
                 domain.lock = site.clone();
                 domain.revision = index;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::SetMaintenance { id, reason } => {
                 let node = self.nodes.get_mut(id).ok_or_else(|| Error::not_found("node", id))?;
                 node.maintenance = reason.clone();
                 node.revision = index;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::PutPolicy { weights, hysteresis, down_after_ms } => {
                 self.policy.weights = weights.clone();
                 self.policy.hysteresis = *hysteresis;
                 self.policy.down_after_ms = *down_after_ms;
                 self.policy.revision = index;
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::SetHealth { changes } => {
                 for (id, health) in changes {
@@ -210,7 +216,7 @@ impl State {
                         }
                     }
                 }
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
             }
             Command::Dispatch { changes, at_ms } => {
                 for c in changes {
@@ -228,7 +234,62 @@ impl State {
                     };
                     self.dispatch.insert((c.domain.clone(), c.region.clone()), row);
                 }
-                Ok(Outcome { revision: index })
+                Ok(Outcome::at(index))
+            }
+            Command::PutObject { id, write, cas, at_ms } => {
+                check_cas("object", id, self.meta.objects.get(id).map(|o| o.revision), *cas)?;
+                let outcome = self.put_object(index, id, write, *at_ms)?;
+                Ok(Outcome { revision: index, detail: Some(Detail::Object(outcome)) })
+            }
+            Command::DeleteObject { id, cas } => {
+                check_cas("object", id, self.meta.objects.get(id).map(|o| o.revision), *cas)?;
+                self.delete_object(index, id)?;
+                Ok(Outcome::at(index))
+            }
+            Command::ResolveConflict { id, resolution, at_ms } => {
+                self.resolve_conflict(index, id, resolution, *at_ms)?;
+                Ok(Outcome::at(index))
+            }
+            Command::MarkReplica { id, node, healthy } => {
+                self.mark_replica(index, id, node, *healthy)?;
+                Ok(Outcome::at(index))
+            }
+            Command::AckEvents { region, events, upto, at_ms } => {
+                let acked = self.ack_events(region, events, *upto, *at_ms);
+                Ok(Outcome { revision: index, detail: Some(Detail::Count(acked)) })
+            }
+            Command::PullObjects { region, objects } => {
+                let queued = self.pull_objects(index, region, objects)?;
+                Ok(Outcome { revision: index, detail: Some(Detail::Count(queued)) })
+            }
+            Command::ReleaseLazy { regions } => {
+                for region in regions {
+                    self.release_held(region);
+                }
+                Ok(Outcome::at(index))
+            }
+            Command::RegionHeartbeat { region, report, at_ms } => {
+                if !self.regions.contains_key(region) {
+                    return Err(Error::not_found("region", region));
+                }
+                let status = RegionStatus {
+                    state: report.state,
+                    sync_lag: report.sync_lag,
+                    storage_used: report.storage_used,
+                    load_level: report.load_level,
+                    last_seen_ms: *at_ms,
+                    revision: index,
+                };
+                self.meta.region_status.insert(region.clone(), status);
+                Ok(Outcome::at(index))
+            }
+            Command::PutSyncPolicy { policy } => {
+                self.meta.sync = SyncPolicy { revision: index, ..policy.clone() };
+                Ok(Outcome::at(index))
+            }
+            Command::PutScheduler { weights } => {
+                self.meta.scheduler = SchedulerWeights { revision: index, ..weights.clone() };
+                Ok(Outcome::at(index))
             }
         }
     }
@@ -346,7 +407,7 @@ mod tests {
         let batch = Batch { commands: vec![node("n1", "nowhere", None), region("sea"), node("n2", "sea", None)] };
         let r = s.apply_batch(9, &batch);
         assert!(r.results[0].is_err());
-        assert_eq!(r.results[1], Ok(Outcome { revision: 9 }));
+        assert_eq!(r.results[1], Ok(Outcome::at(9)));
         assert!(r.results[2].is_ok());
         assert_eq!(s.nodes.len(), 1);
     }

@@ -4,6 +4,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Health, Reason, Weights};
+use super::objects::{ObjectWrite, RegionState, Resolution, SchedulerWeights, SyncPolicy, WriteOutcome};
 use super::Error;
 
 /// One change to the [`State`](super::State). Commands are validated before they are
@@ -84,6 +85,64 @@ pub enum Command {
         changes: Vec<RowChange>,
         at_ms: u64,
     },
+    /// A region's write of an object; `at_ms` is the accepting peer's clock.
+    PutObject {
+        id: String,
+        write: ObjectWrite,
+        cas: Option<u64>,
+        at_ms: u64,
+    },
+    DeleteObject {
+        id: String,
+        cas: Option<u64>,
+    },
+    ResolveConflict {
+        id: String,
+        resolution: Resolution,
+        at_ms: u64,
+    },
+    /// A node holds a healthy copy of the object (`healthy`), or lost it.
+    MarkReplica {
+        id: String,
+        node: String,
+        healthy: bool,
+    },
+    /// A region has applied these events of its feed (and, with `upto`, every one up to it).
+    AckEvents {
+        region: String,
+        events: Vec<u64>,
+        upto: Option<u64>,
+        at_ms: u64,
+    },
+    /// A region asks for objects it does not hold (on-demand sync).
+    PullObjects {
+        region: String,
+        objects: Vec<String>,
+    },
+    /// Release the held lazy changes of these regions (the leader's timer).
+    ReleaseLazy {
+        regions: Vec<String>,
+    },
+    RegionHeartbeat {
+        region: String,
+        report: RegionReport,
+        at_ms: u64,
+    },
+    PutSyncPolicy {
+        policy: SyncPolicy,
+    },
+    PutScheduler {
+        weights: SchedulerWeights,
+    },
+}
+
+/// What a region reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionReport {
+    pub state: RegionState,
+    pub sync_lag: u64,
+    pub storage_used: u64,
+    pub load_level: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +197,21 @@ pub struct Batch {
 pub struct Outcome {
     /// The log index of the entry that carried the command: the resource's new revision.
     pub revision: u64,
+    /// What the command did beyond "applied", for commands that say more.
+    pub detail: Option<Detail>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Detail {
+    Object(WriteOutcome),
+    /// How many events an ack removed, or a pull queued.
+    Count(usize),
+}
+
+impl Outcome {
+    pub fn at(revision: u64) -> Self {
+        Self { revision, detail: None }
+    }
 }
 
 /// The answer to a [`Batch`], one result per command, in order.

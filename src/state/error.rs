@@ -17,6 +17,9 @@ pub enum Error {
     /// The resource is still referenced and cannot be removed.
     #[error("{kind} '{id}' is still used by {user}; remove that first")]
     InUse { kind: String, id: String, user: String },
+    /// The command cannot apply in the current state; the message says what to do first.
+    #[error("{message}")]
+    Refused { message: String },
 }
 
 impl Error {

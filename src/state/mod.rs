@@ -10,11 +10,15 @@
 //! mismatch is a deterministic [`Error::CasMismatch`] and changes nothing.
 
 mod apply;
+pub mod clock;
 mod command;
 mod error;
 mod model;
+pub mod objects;
 pub mod validate;
 
-pub use command::{Batch, BatchResult, Command, DomainSpec, NodeSpec, Outcome, RegionSpec, RowChange, ZoneSpec};
+pub use command::{
+    Batch, BatchResult, Command, Detail, DomainSpec, NodeSpec, Outcome, RegionReport, RegionSpec, RowChange, ZoneSpec,
+};
 pub use error::Error;
 pub use model::{DispatchRow, Domain, Health, Node, Policy, Reason, Region, Site, State, Weights, Zone};

@@ -16,6 +16,8 @@ pub struct State {
     pub policy: Policy,
     /// The elected table: (domain, region) → the node that answers, and why.
     pub dispatch: BTreeMap<(String, String), DispatchRow>,
+    /// Objects, their sync feeds and the region status.
+    pub meta: super::objects::Meta,
 }
 
 /// A DNS zone this cluster is authoritative for.
