@@ -66,6 +66,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// How long a write or a linearizable read may wait for a leader before it fails with 503.
     pub request_timeout_ms: u64,
+    /// Changes kept for `GET /v1/watch`; a watcher further behind is told to re-read.
+    pub watch_history: usize,
 }
 
 impl Default for Config {
@@ -102,7 +104,11 @@ impl Default for RaftConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 64 * 1024, request_timeout_ms: 10_000 }
+        Self {
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+            watch_history: crate::raft::state_machine::DEFAULT_WATCH_HISTORY,
+        }
     }
 }
 

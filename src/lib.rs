@@ -9,6 +9,7 @@
 //! - [`peer`]: a running peer (writes through the leader, reads, membership);
 //! - [`dispatch`]: failure detection, scoring and election of the node for each domain;
 //! - [`dns`]: authoritative DNS from the local copy of the elected table;
+//! - [`meta`]: object placement, workload scheduling and the lazy-sync timer;
 //! - [`http`]: the API;
 //! - [`cli`]: the `switchboard` command, including `serve` and `dev`.
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dispatch;
 pub mod dns;
 pub mod http;
+pub mod meta;
 pub mod metrics;
 pub mod peer;
 pub mod raft;

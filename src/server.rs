@@ -55,10 +55,12 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
 
     let metrics = Arc::new(Metrics::new());
     let peer = Peer::start(&config, secret, metrics).await?;
+    peer.state.set_history_limit(config.http.watch_history);
     tracing::info!(id = config.id, raft = %config.raft_addr, http = %config.http_addr, data_dir = %config.data_dir.display(), "peer started");
 
     let rpc = tokio::spawn(serve_rpc(raft_listener, peer.clone(), shutdown.clone()));
     let dispatch = tokio::spawn(crate::dispatch::run(peer.clone(), shutdown.clone()));
+    let release = tokio::spawn(crate::meta::run(peer.clone(), shutdown.clone()));
     let max_stale = (config.dns.max_stale_ms > 0).then(|| std::time::Duration::from_millis(config.dns.max_stale_ms));
     let dns = tokio::spawn(crate::dns::serve(
         dns_udp,
@@ -83,6 +85,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     let _ = peer.raft.shutdown().await;
     let _ = rpc.await;
     let _ = dispatch.await;
+    let _ = release.await;
     let _ = dns.await;
     let _ = http.await;
     Ok(())

@@ -64,4 +64,8 @@ pub struct NodeMetrics {
     pub latency_ms: f64,
     pub error_rate: f64,
     pub bandwidth_mbps: f64,
+    /// For scheduling (`POST /v1/schedule`); absent from nodes that do not report them.
+    pub ram_free_mb: Option<f64>,
+    pub gpu_free: Option<f64>,
+    pub io_pressure: Option<f64>,
 }

@@ -33,6 +33,14 @@ fn optional_f64(body: &mut Fields, name: &str) -> Result<Option<f64>, ApiError> 
     body.f64(name)
 }
 
+/// An optional number within 0..=max.
+pub(super) fn optional_in(body: &mut Fields, name: &str, max: f64) -> Result<Option<f64>, ApiError> {
+    match body.f64(name)? {
+        Some(v) if !(0.0..=max).contains(&v) => Err(ApiError::invalid(name, format!("must be between 0 and {max}"))),
+        v => Ok(v),
+    }
+}
+
 // ---- zones ----
 
 pub async fn put_zone(
@@ -221,6 +229,9 @@ pub async fn heartbeat(
         latency_ms: metric("latency_ms", 600_000.0)?,
         error_rate: metric("error_rate", 1.0)?,
         bandwidth_mbps: metric("bandwidth_mbps", 1e9)?,
+        ram_free_mb: optional_in(&mut body, "ram_free_mb", 1e9)?,
+        gpu_free: optional_in(&mut body, "gpu_free", 1.0)?,
+        io_pressure: optional_in(&mut body, "io_pressure", 1.0)?,
     };
     body.finish()?;
     if !app.peer.state.read().state.nodes.contains_key(&id) {

@@ -121,6 +121,40 @@ impl Fields {
         }
     }
 
+    /// A JSON object; absent means `None`.
+    pub fn object(&mut self, name: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(m)) => Ok(Some(m)),
+            Some(_) => Err(ApiError::invalid(name, "must be a JSON object")),
+        }
+    }
+
+    /// Whatever JSON value the field holds, if any.
+    pub fn value(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    /// A list of whole numbers; absent means empty.
+    pub fn u64s(&mut self, name: &str) -> Result<Vec<u64>, ApiError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_u64().ok_or_else(|| ApiError::invalid(format!("{name}[{i}]"), "must be a whole number ≥ 0"))
+                })
+                .collect(),
+            Some(_) => Err(ApiError::invalid(name, "must be a list of numbers")),
+        }
+    }
+
+    /// Wraps a JSON object taken from another field, to read its fields the same way.
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Fields { map }
+    }
+
     /// Fails on the first field nobody asked for: a typo must not pass silently.
     pub fn finish(self) -> Result<(), ApiError> {
         match self.map.keys().next() {
@@ -128,6 +162,68 @@ impl Fields {
             None => Ok(()),
         }
     }
+}
+
+/// The query string's parameters, percent-decoded.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(query: Option<&str>) -> Self {
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect();
+        Params(pairs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A whole number, `default` when absent, 400 naming the parameter when malformed or
+    /// above `max`.
+    pub fn u64(&self, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+        let Some(raw) = self.get(name) else { return Ok(default) };
+        let v: u64 = raw.parse().map_err(|_| ApiError::invalid(name, format!("'{raw}' is not a whole number")))?;
+        if v > max {
+            return Err(ApiError::invalid(name, format!("{v} is above the limit of {max}")));
+        }
+        Ok(v)
+    }
+
+    /// A comma-separated list; absent means empty.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.get(name).map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect()).unwrap_or_default()
+    }
+}
+
+fn decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi * 16 + lo);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `?stale` and `?cas=REV`.
@@ -178,6 +274,16 @@ mod tests {
         assert!(!Flags::parse(Some("stale=false")).unwrap().stale);
         assert_eq!(Flags::parse(Some("cas=x")).unwrap_err().field.as_deref(), Some("cas"));
         assert!(Flags::parse(None).unwrap().cas.is_none());
+    }
+
+    #[test]
+    fn params_decode_and_name_the_offender() {
+        let p = Params::parse(Some("ids=a%3Ab,c&wait=5&x=%zz%e2%82%ac"));
+        assert_eq!(p.list("ids"), vec!["a:b", "c"]);
+        assert_eq!(p.u64("wait", 0, 60).unwrap(), 5);
+        assert_eq!(p.u64("wait", 0, 4).unwrap_err().field.as_deref(), Some("wait"));
+        assert_eq!(p.u64("since", 7, 60).unwrap(), 7);
+        assert_eq!(p.get("x"), Some("%zz€"));
     }
 
     #[test]

@@ -5,8 +5,10 @@ mod cluster;
 mod dispatch;
 mod error;
 mod extract;
+mod objects;
 mod registry;
 mod server;
+mod sync;
 
 pub use error::ApiError;
 pub use server::{router, AppState};

@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use super::{cluster, dispatch, registry, ApiError};
+use super::{cluster, dispatch, objects, registry, sync, ApiError};
 use crate::peer::Peer;
 
 #[derive(Clone)]
@@ -51,6 +51,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dispatch", get(dispatch::table))
         .route("/v1/resolve", get(dispatch::resolve))
         .route("/v1/policy/scoring", put(dispatch::put_policy).get(dispatch::get_policy))
+        .route("/v1/objects", get(objects::list_objects))
+        .route("/v1/objects/{id}", put(objects::put_object).get(objects::get_object).delete(objects::delete_object))
+        .route("/v1/objects/{id}/replicas", post(objects::mark_replica))
+        .route("/v1/repairs", get(objects::repairs))
+        .route("/v1/conflicts", get(objects::list_conflicts))
+        .route("/v1/conflicts/{id}/resolve", post(objects::resolve_conflict))
+        .route("/v1/placement/{hash}", get(objects::placement))
+        .route("/v1/schedule", post(objects::schedule))
+        .route("/v1/scheduler/config", put(objects::put_scheduler).get(objects::get_scheduler))
+        .route("/v1/regions/{name}/changes", get(sync::changes))
+        .route("/v1/regions/{name}/acks", post(sync::ack))
+        .route("/v1/regions/{name}/pull", post(sync::pull))
+        .route("/v1/regions/{name}/heartbeat", post(sync::region_heartbeat))
+        .route("/v1/sync", get(sync::overview))
+        .route("/v1/policy/sync", put(sync::put_sync_policy))
+        .route("/v1/watch", get(sync::watch))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

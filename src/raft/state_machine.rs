@@ -5,6 +5,7 @@
 //! persisted (synced) before Raft may purge the log it covers; a restarting peer loads the
 //! snapshot and Raft re-applies the committed entries after it.
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Instant;
@@ -19,7 +20,7 @@ use super::db::{synced, CF_SNAPSHOT};
 use super::log_store::{decode, encode, read_err, write_err};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::metrics::Metrics;
-use crate::state::{BatchResult, State};
+use crate::state::{BatchResult, Change, State};
 
 const KEY_CURRENT: &[u8] = b"current";
 
@@ -29,8 +30,66 @@ pub struct Applied {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub state: State,
+    /// The recent changes, for `GET /v1/watch`. Not replicated: each peer records what it
+    /// applies, from its last snapshot on.
+    #[serde(skip)]
+    pub history: History,
 }
 
+/// The last `limit` changes this peer applied, oldest first.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Changes at or below this revision are no longer here (never seen by this peer, or
+    /// dropped): a watcher from before must re-read.
+    pub floor: u64,
+    pub changes: VecDeque<Change>,
+    pub limit: usize,
+}
+
+/// Default of `watch.history`.
+pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
+
+impl Default for History {
+    fn default() -> Self {
+        Self { floor: 0, changes: VecDeque::new(), limit: DEFAULT_WATCH_HISTORY }
+    }
+}
+
+impl History {
+    fn restart(&mut self, floor: u64) {
+        self.floor = floor;
+        self.changes.clear();
+    }
+
+    fn record(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            while self.changes.len() >= self.limit.max(1) {
+                if let Some(old) = self.changes.pop_front() {
+                    self.floor = old.revision;
+                }
+            }
+            self.changes.push_back(change);
+        }
+    }
+
+    /// Wanted changes after `since`: about `limit`, always whole revisions (a page that
+    /// reaches the limit is completed with the rest of its last revision). `Err(floor)` when
+    /// some are gone.
+    pub fn since(&self, since: u64, limit: usize, wanted: impl Fn(&Change) -> bool) -> Result<Vec<Change>, u64> {
+        if since < self.floor {
+            return Err(self.floor);
+        }
+        let start = self.changes.partition_point(|c| c.revision <= since);
+        let mut out: Vec<Change> = Vec::new();
+        for c in self.changes.range(start..).filter(|c| wanted(c)) {
+            if out.len() >= limit && out.last().is_some_and(|l| l.revision != c.revision) {
+                break;
+            }
+            out.push(c.clone());
+        }
+        Ok(out)
+    }
+}
 /// A handle on the applied state, shared by the state machine (writer) and the HTTP and
 /// DNS layers (readers).
 #[derive(Clone)]
@@ -43,6 +102,11 @@ impl SharedState {
     fn new(applied: Applied) -> Self {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         Self { inner: Arc::new(RwLock::new(applied)), applied_tx: Arc::new(watch::channel(index).0) }
+    }
+
+    /// Keep this many changes for watchers (`watch.history`).
+    pub fn set_history_limit(&self, limit: usize) {
+        self.inner.write().expect("state lock poisoned").history.limit = limit;
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
@@ -87,7 +151,14 @@ impl StateMachineStore {
                 let stored: StoredSnapshot = decode(&bytes).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
                 let state: State = decode(&stored.data).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
                 tracing::info!(last_applied = ?stored.meta.last_log_id, "restored state from snapshot");
-                Applied { last_applied: stored.meta.last_log_id, membership: stored.meta.last_membership, state }
+                let mut history = History::default();
+                history.restart(stored.meta.last_log_id.map(|l| l.index).unwrap_or(0));
+                Applied {
+                    last_applied: stored.meta.last_log_id,
+                    membership: stored.meta.last_membership,
+                    state,
+                    history,
+                }
             }
         };
         Ok(Self { shared: SharedState::new(applied), db, metrics })
@@ -164,7 +235,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id);
                 results.push(match entry.payload {
                     EntryPayload::Blank => BatchResult::default(),
-                    EntryPayload::Normal(batch) => applied.state.apply_batch(entry.log_id.index, &batch),
+                    EntryPayload::Normal(batch) => {
+                        let index = entry.log_id.index;
+                        let result = applied.state.apply_batch(index, &batch);
+                        for (command, outcome) in batch.commands.iter().zip(&result.results) {
+                            if outcome.is_ok() {
+                                let changes = applied.state.changes(index, command);
+                                applied.history.record(changes);
+                            }
+                        }
+                        result
+                    }
                     EntryPayload::Membership(m) => {
                         applied.membership = StoredMembership::new(Some(entry.log_id), m);
                         BatchResult::default()
@@ -194,7 +275,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.persist_snapshot(&stored).await?;
         self.shared.replace(|applied| {
-            *applied = Applied { last_applied: meta.last_log_id, membership: meta.last_membership.clone(), state };
+            applied.last_applied = meta.last_log_id;
+            applied.membership = meta.last_membership.clone();
+            applied.state = state;
+            applied.history.restart(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         });
         self.metrics.snapshots_installed.inc();
         tracing::info!(last_applied = ?meta.last_log_id, bytes = stored.data.len(), "snapshot installed from leader");

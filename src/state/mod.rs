@@ -10,6 +10,7 @@
 //! mismatch is a deterministic [`Error::CasMismatch`] and changes nothing.
 
 mod apply;
+mod changes;
 pub mod clock;
 mod command;
 mod error;
@@ -17,6 +18,7 @@ mod model;
 pub mod objects;
 pub mod validate;
 
+pub use changes::{Change, Op, TOPICS};
 pub use command::{
     Batch, BatchResult, Command, Detail, DomainSpec, NodeSpec, Outcome, RegionReport, RegionSpec, RowChange, ZoneSpec,
 };

@@ -198,6 +198,144 @@ pub fn node_spec(id: &str, spec: &NodeSpec) -> Result<(), Error> {
     Ok(())
 }
 
+// ---- objects ----
+
+/// Longest object id (and placement hash).
+pub const MAX_OBJECT_ID_LEN: usize = 256;
+/// Most regions one vector clock may name.
+pub const MAX_CLOCK_ENTRIES: usize = 64;
+/// Most attributes one object version may carry.
+pub const MAX_ATTRS: usize = 64;
+/// Longest attribute name.
+pub const MAX_ATTR_NAME_LEN: usize = 64;
+/// Longest attribute value, as JSON text.
+pub const MAX_ATTR_VALUE_LEN: usize = 1024;
+/// Longest content hash.
+pub const MAX_HASH_LEN: usize = 128;
+/// Most node replicas an object may want (also the largest `rf` of a placement).
+pub const MAX_REPLICAS: u32 = 16;
+/// Most ids in one batch get, ack, or pull.
+pub const MAX_BATCH: usize = 1000;
+/// Longest long poll, in seconds.
+pub const MAX_WAIT_S: u64 = 60;
+/// Range of `sync.batch_size`, `sync.lazy_interval_ms` and `sync.max_pending`.
+pub const MAX_SYNC_BATCH: u32 = 10_000;
+pub const MIN_LAZY_INTERVAL_MS: u64 = 100;
+pub const MAX_LAZY_INTERVAL_MS: u64 = 3_600_000;
+pub const MAX_PENDING_LIMIT: u32 = 10_000_000;
+
+/// An object id or content hash: letters, digits and `.`, `_`, `-`, `:`; at most
+/// [`MAX_OBJECT_ID_LEN`] characters, so it fits a URL path segment unescaped.
+pub fn object_id(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_OBJECT_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            format!("is {} characters long; the limit is {MAX_OBJECT_ID_LEN}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))) {
+        return Err(Error::invalid(field, format!("contains '{c}'; use letters, digits and '.', '_', '-', ':'")));
+    }
+    Ok(())
+}
+
+/// A write's clock: region labels with counters; zero counters are dropped. The writing
+/// region must count its own write.
+pub fn clock(region: &str, clock: &mut super::clock::VClock) -> Result<(), Error> {
+    clock.0.retain(|_, n| *n > 0);
+    if clock.0.len() > MAX_CLOCK_ENTRIES {
+        return Err(Error::invalid(
+            "clock",
+            format!("names {} regions; the limit is {MAX_CLOCK_ENTRIES}", clock.0.len()),
+        ));
+    }
+    for r in clock.0.keys() {
+        label(&format!("clock.{r}"), r)?;
+    }
+    if clock.get(region) == 0 {
+        return Err(Error::invalid(
+            format!("clock.{region}"),
+            "must be at least 1: the writing region counts its own writes in the clock",
+        ));
+    }
+    Ok(())
+}
+
+pub fn object_write(id: &str, w: &super::objects::ObjectWrite) -> Result<(), Error> {
+    object_id("id", id)?;
+    label("region", &w.region)?;
+    if w.hash.is_empty() || w.hash.len() > MAX_HASH_LEN {
+        return Err(Error::invalid("hash", format!("must be 1 to {MAX_HASH_LEN} characters")));
+    }
+    if let Some(c) =
+        w.hash.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '+' | '/' | '=')))
+    {
+        return Err(Error::invalid("hash", format!("contains '{c}'")));
+    }
+    if w.attrs.len() > MAX_ATTRS {
+        return Err(Error::invalid("attrs", format!("has {} attributes; the limit is {MAX_ATTRS}", w.attrs.len())));
+    }
+    for (k, v) in &w.attrs {
+        if k.is_empty() || k.len() > MAX_ATTR_NAME_LEN {
+            return Err(Error::invalid(format!("attrs.{k}"), format!("names are 1 to {MAX_ATTR_NAME_LEN} characters")));
+        }
+        if v.len() > MAX_ATTR_VALUE_LEN {
+            return Err(Error::invalid(
+                format!("attrs.{k}"),
+                format!("is {} bytes as JSON; the limit is {MAX_ATTR_VALUE_LEN}", v.len()),
+            ));
+        }
+    }
+    replicas("replicas", w.replicas)?;
+    Ok(())
+}
+
+pub fn replicas(field: &str, value: Option<u32>) -> Result<(), Error> {
+    match value {
+        Some(r) if r == 0 || r > MAX_REPLICAS => {
+            Err(Error::invalid(field, format!("must be between 1 and {MAX_REPLICAS}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn batch(field: &str, len: usize) -> Result<(), Error> {
+    if len > MAX_BATCH {
+        return Err(Error::invalid(field, format!("lists {len} items; the limit is {MAX_BATCH}")));
+    }
+    Ok(())
+}
+
+pub fn sync_policy(p: &super::objects::SyncPolicy) -> Result<(), Error> {
+    if p.batch_size == 0 || p.batch_size > MAX_SYNC_BATCH {
+        return Err(Error::invalid("batch_size", format!("must be between 1 and {MAX_SYNC_BATCH}")));
+    }
+    if !(MIN_LAZY_INTERVAL_MS..=MAX_LAZY_INTERVAL_MS).contains(&p.lazy_interval_ms) {
+        return Err(Error::invalid(
+            "lazy_interval_ms",
+            format!("must be between {MIN_LAZY_INTERVAL_MS} and {MAX_LAZY_INTERVAL_MS}"),
+        ));
+    }
+    if p.max_pending == 0 || p.max_pending > MAX_PENDING_LIMIT {
+        return Err(Error::invalid("max_pending", format!("must be between 1 and {MAX_PENDING_LIMIT}")));
+    }
+    replicas("default_replicas", Some(p.default_replicas))
+}
+
+pub fn scheduler(w: &super::objects::SchedulerWeights) -> Result<(), Error> {
+    let all =
+        [("w_cpu", w.w_cpu), ("w_ram", w.w_ram), ("w_gpu", w.w_gpu), ("w_latency", w.w_latency), ("w_io", w.w_io)];
+    for (field, v) in all {
+        if !(0.0..=MAX_WEIGHT).contains(&v) {
+            return Err(Error::invalid(field, format!("must be between 0 and {MAX_WEIGHT}")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +404,55 @@ mod tests {
         assert!(node_spec("n1", &node(0, "192.0.2.1")).is_err());
         assert!(node_spec("n1", &node(MAX_CAPACITY + 1, "192.0.2.1")).is_err());
         assert!(node_spec("n1", &node(1, "0.0.0.0")).is_err());
+    }
+
+    #[test]
+    fn object_limits_are_enforced() {
+        use crate::state::clock::VClock;
+        use crate::state::objects::ObjectWrite;
+        let ok = ObjectWrite {
+            region: "sea".into(),
+            clock: VClock([("sea".to_string(), 1)].into()),
+            timestamp_ms: 1,
+            size: 1,
+            hash: "h".into(),
+            attrs: Default::default(),
+            strategy: None,
+            sync: None,
+            replicas: None,
+        };
+        assert!(object_write("o", &ok).is_ok());
+        let field = |r: Result<(), Error>| match r {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(object_id("id", &"x".repeat(MAX_OBJECT_ID_LEN + 1))), "id");
+        assert!(object_id("id", &"x".repeat(MAX_OBJECT_ID_LEN)).is_ok());
+        assert_eq!(field(object_id("id", "a/b")), "id");
+        let mut big = ok.clone();
+        big.attrs = (0..=MAX_ATTRS).map(|i| (format!("k{i}"), "1".into())).collect();
+        assert_eq!(field(object_write("o", &big)), "attrs");
+        let mut long = ok.clone();
+        long.attrs = [("k".into(), "x".repeat(MAX_ATTR_VALUE_LEN + 1))].into();
+        assert_eq!(field(object_write("o", &long)), "attrs.k");
+        let mut hash = ok.clone();
+        hash.hash = "h".repeat(MAX_HASH_LEN + 1);
+        assert_eq!(field(object_write("o", &hash)), "hash");
+        let mut rf = ok.clone();
+        rf.replicas = Some(MAX_REPLICAS + 1);
+        assert_eq!(field(object_write("o", &rf)), "replicas");
+        let mut wide = VClock((0..=MAX_CLOCK_ENTRIES).map(|i| (format!("r{i}"), 1)).collect());
+        assert_eq!(field(clock("r0", &mut wide)), "clock");
+        let mut zero = VClock([("sea".to_string(), 0), ("eu".to_string(), 2)].into());
+        assert_eq!(field(clock("sea", &mut zero)), "clock.sea");
+        assert_eq!(field(batch("ids", MAX_BATCH + 1)), "ids");
+        assert!(batch("ids", MAX_BATCH).is_ok());
+        let mut p = crate::state::objects::SyncPolicy::default();
+        assert!(sync_policy(&p).is_ok());
+        p.max_pending = 0;
+        assert_eq!(field(sync_policy(&p)), "max_pending");
+        p.max_pending = 1;
+        p.lazy_interval_ms = MIN_LAZY_INTERVAL_MS - 1;
+        assert_eq!(field(sync_policy(&p)), "lazy_interval_ms");
     }
 }

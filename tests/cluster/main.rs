@@ -6,5 +6,6 @@ mod dispatch;
 mod dns;
 mod failover;
 mod membership;
+mod objects;
 mod util;
 mod writes;

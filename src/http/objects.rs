@@ -1,0 +1,318 @@
+//! Object metadata: objects under vector clocks, conflicts, node replicas and repairs,
+//! placement and scheduling.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::extract::{Fields, Flags, JsonBody, Params};
+use super::registry::{found, read};
+use super::{ApiError, AppState};
+use crate::meta::{placement, schedule};
+use crate::state::clock::VClock;
+use crate::state::objects::{Object, ObjectWrite, Resolution, SchedulerWeights, Strategy, SyncMode, Version};
+use crate::state::{validate, Command, Detail};
+
+type Answer = Result<Json<Value>, ApiError>;
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn object_id(raw: &str) -> Result<String, ApiError> {
+    validate::object_id("id", raw)?;
+    Ok(raw.to_string())
+}
+
+fn enum_field<T: serde::de::DeserializeOwned>(
+    body: &mut Fields,
+    name: &str,
+    allowed: &str,
+) -> Result<Option<T>, ApiError> {
+    match body.value(name) {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|_| ApiError::invalid(name, format!("must be one of {allowed}"))),
+    }
+}
+
+const STRATEGIES: &str = "last_writer_wins, merge, manual, fork";
+const SYNC_MODES: &str = "eager, lazy, on_demand";
+
+/// The version fields of a body: region, clock, size, hash, attrs, timestamp_ms.
+fn version_fields(body: &mut Fields, require_clock: bool) -> Result<ObjectWrite, ApiError> {
+    let region = body.string("region")?;
+    let mut clock = VClock::default();
+    match body.object("clock")? {
+        Some(map) => {
+            for (r, n) in map {
+                let n =
+                    n.as_u64().ok_or_else(|| ApiError::invalid(format!("clock.{r}"), "must be a whole number ≥ 0"))?;
+                clock.0.insert(r, n);
+            }
+        }
+        None if require_clock => return Err(ApiError::invalid("clock", "is required")),
+        None => {}
+    }
+    let size = body.u64("size")?;
+    let hash = body.string("hash")?;
+    let attrs: BTreeMap<String, String> =
+        body.object("attrs")?.unwrap_or_default().into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    let timestamp_ms = body.opt_u64("timestamp_ms")?.unwrap_or_else(now_ms);
+    Ok(ObjectWrite { region, clock, timestamp_ms, size, hash, attrs, strategy: None, sync: None, replicas: None })
+}
+
+pub async fn put_object(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let id = object_id(&id)?;
+    let mut write = version_fields(&mut body, true)?;
+    write.strategy = enum_field::<Strategy>(&mut body, "strategy", STRATEGIES)?;
+    write.sync = enum_field::<SyncMode>(&mut body, "sync", SYNC_MODES)?;
+    write.replicas = body.opt_u64("replicas")?.map(|r| u32::try_from(r).unwrap_or(u32::MAX));
+    body.finish()?;
+    validate::clock(&write.region, &mut write.clock)?;
+    validate::object_write(&id, &write)?;
+    let outcome = app.peer.write(Command::PutObject { id: id.clone(), write, cas: flags.cas, at_ms: now_ms() }).await?;
+    let Some(Detail::Object(detail)) = outcome.detail else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the write has no outcome",
+        ));
+    };
+    Ok(Json(json!({
+        "id": id, "outcome": detail.outcome, "relation": detail.relation, "settled": detail.settled,
+        "versions": detail.versions, "revision": outcome.revision,
+    })))
+}
+
+pub async fn delete_object(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let outcome = app.peer.write(Command::DeleteObject { id: id.clone(), cas: flags.cas }).await?;
+    Ok(Json(json!({"id": id, "deleted": true, "revision": outcome.revision})))
+}
+
+fn version_view(v: &Version) -> Value {
+    let attrs: Map<String, Value> =
+        v.attrs.iter().map(|(k, a)| (k.clone(), serde_json::from_str(&a.value).unwrap_or(Value::Null))).collect();
+    json!({
+        "region": v.region, "clock": v.clock.0, "timestamp_ms": v.timestamp_ms, "size": v.size, "hash": v.hash,
+        "attrs": attrs,
+    })
+}
+
+pub(super) fn object_view(o: &Object) -> Value {
+    let locations: Vec<Value> = o
+        .locations
+        .iter()
+        .map(
+            |(r, l)| json!({"region": r, "state": l.state, "last_sync_ms": l.last_sync_ms, "pending_event": l.pending}),
+        )
+        .collect();
+    let holders: Vec<Value> = o.holders.iter().map(|(n, r)| json!({"node": n, "state": r.state})).collect();
+    json!({
+        "id": o.id, "clock": o.clock.0, "primary": o.primary, "replicas": o.replicas, "strategy": o.strategy,
+        "sync": o.sync, "versions": o.versions.iter().map(version_view).collect::<Vec<_>>(),
+        "conflict": o.in_conflict(), "conflict_since": o.conflict_since, "locations": locations,
+        "holders": holders,
+        "lost": o.lost.as_ref().map(|l| json!({"version": version_view(&l.version), "revision": l.revision})),
+        "revision": o.revision,
+    })
+}
+
+pub async fn get_object(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let object = read(&app, q, |s| s.meta.objects.get(&id).map(object_view)).await?;
+    found(object, "object", &id)
+}
+
+/// `?ids=a,b,c`: those objects (a batch get; unknown ids under `missing`); else every
+/// object after `?after=ID`, at most `?limit=N`.
+pub async fn list_objects(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let params = Params::parse(q.as_deref());
+    let ids = params.list("ids");
+    validate::batch("ids", ids.len())?;
+    let limit = params.u64("limit", validate::MAX_BATCH as u64, validate::MAX_BATCH as u64)? as usize;
+    let after = params.get("after").unwrap_or("").to_string();
+    read(&app, q, |s| {
+        if !ids.is_empty() {
+            let objects: Vec<Value> = ids.iter().filter_map(|id| s.meta.objects.get(id)).map(object_view).collect();
+            let missing: Vec<&String> = ids.iter().filter(|id| !s.meta.objects.contains_key(*id)).collect();
+            return Json(json!({"objects": objects, "missing": missing}));
+        }
+        let range = s.meta.objects.range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded));
+        let page: Vec<&Object> = range.map(|(_, o)| o).take(limit + 1).collect();
+        let next = (page.len() > limit).then(|| page[limit - 1].id.clone());
+        let objects: Vec<Value> = page.into_iter().take(limit).map(object_view).collect();
+        Json(json!({"objects": objects, "next": next}))
+    })
+    .await
+}
+
+/// `{"node": ID, "state": "healthy"|"missing"}`: a node holds a copy, or lost it.
+pub async fn mark_replica(State(app): State<AppState>, Path(id): Path<String>, JsonBody(mut body): JsonBody) -> Answer {
+    let node = body.string("node")?;
+    let state = body.string("state")?;
+    body.finish()?;
+    let healthy = match state.as_str() {
+        "healthy" => true,
+        "missing" => false,
+        _ => return Err(ApiError::invalid("state", "must be 'healthy' or 'missing'")),
+    };
+    validate::label("node", &node)?;
+    let outcome = app.peer.write(Command::MarkReplica { id: id.clone(), node: node.clone(), healthy }).await?;
+    Ok(Json(json!({"id": id, "node": node, "state": state, "revision": outcome.revision})))
+}
+
+/// Objects with fewer healthy replicas on up nodes than they want, and where to add them.
+pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    read(&app, q, |s| {
+        let mut out = Vec::new();
+        for o in s.meta.objects.values() {
+            let healthy: Vec<&String> = o
+                .holders
+                .iter()
+                .filter(|(n, r)| {
+                    r.state == crate::state::objects::ReplicaState::Healthy
+                        && s.nodes.get(*n).is_some_and(placement::eligible)
+                })
+                .map(|(n, _)| n)
+                .collect();
+            if healthy.len() >= o.replicas as usize {
+                continue;
+            }
+            let hash = o.versions.first().map(|v| v.hash.as_str()).unwrap_or(&o.id);
+            let wanted = o.replicas as usize - healthy.len();
+            let targets: Vec<&String> = placement::place(s, hash, o.replicas as usize + healthy.len())
+                .into_iter()
+                .map(|n| &n.id)
+                .filter(|n| !o.holders.contains_key(*n))
+                .take(wanted)
+                .collect();
+            out.push(json!({
+                "id": o.id, "hash": hash, "replicas": o.replicas, "healthy": healthy, "missing": wanted,
+                "targets": targets,
+            }));
+        }
+        Json(json!({"repairs": out}))
+    })
+    .await
+}
+
+// ---- conflicts ----
+
+pub async fn list_conflicts(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    read(&app, q, |s| {
+        let conflicts: Vec<Value> = s.meta.objects.values().filter(|o| o.in_conflict()).map(object_view).collect();
+        Json(json!({"conflicts": conflicts}))
+    })
+    .await
+}
+
+/// `{"pick": N}` keeps version N; `{"version": {region, size, hash, attrs, clock?}}` replaces
+/// them all with a merged version.
+pub async fn resolve_conflict(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let pick = body.opt_u64("pick")?;
+    let version = body.object("version")?;
+    body.finish()?;
+    let resolution = match (pick, version) {
+        (Some(i), None) => Resolution::Pick(i as usize),
+        (None, Some(map)) => {
+            let mut fields = Fields::from_map(map);
+            let mut write = version_fields(&mut fields, false).map_err(|e| prefix("version", e))?;
+            fields.finish().map_err(|e| prefix("version", e))?;
+            write.clock.0.retain(|_, n| *n > 0);
+            validate::object_write(&id, &write).map_err(|e| prefix("version", e.into()))?;
+            Resolution::Version(write)
+        }
+        _ => return Err(ApiError::invalid("pick", "give either 'pick' (a version's position) or 'version'")),
+    };
+    let outcome = app.peer.write(Command::ResolveConflict { id: id.clone(), resolution, at_ms: now_ms() }).await?;
+    Ok(Json(json!({"id": id, "resolved": true, "revision": outcome.revision})))
+}
+
+fn prefix(outer: &str, mut e: ApiError) -> ApiError {
+    e.field = Some(match e.field {
+        Some(f) => format!("{outer}.{f}"),
+        None => outer.to_string(),
+    });
+    e
+}
+
+// ---- placement and scheduling ----
+
+pub async fn placement(State(app): State<AppState>, Path(hash): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    validate::object_id("hash", &hash)?;
+    let params = Params::parse(q.as_deref());
+    let rf = params.u64("rf", 3, validate::MAX_REPLICAS as u64)?;
+    if rf == 0 {
+        return Err(ApiError::invalid("rf", format!("must be between 1 and {}", validate::MAX_REPLICAS)));
+    }
+    read(&app, q, |s| {
+        let nodes: Vec<&String> = placement::place(s, &hash, rf as usize).into_iter().map(|n| &n.id).collect();
+        Json(json!({"hash": hash, "rf": rf, "nodes": nodes, "short": rf as usize - nodes.len()}))
+    })
+    .await
+}
+
+pub async fn schedule(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+    use super::dispatch::optional_in;
+    let req = schedule::Request {
+        cpu_req: optional_in(&mut body, "cpu_req", 1.0)?.unwrap_or(0.0),
+        ram_req_mb: optional_in(&mut body, "ram_req_mb", 1e9)?.unwrap_or(0.0),
+        gpu_req: optional_in(&mut body, "gpu_req", 1.0)?,
+        max_latency_ms: optional_in(&mut body, "max_latency_ms", 600_000.0)?,
+        io_tolerance: optional_in(&mut body, "io_tolerance", 1.0)?,
+    };
+    body.finish()?;
+    let metrics = app.peer.leader_metrics(Vec::new()).await?;
+    let (choice, candidates) = {
+        let applied = app.peer.state.read();
+        let s = &applied.state;
+        schedule::schedule(s, &metrics, &s.meta.scheduler, &req)
+    };
+    match choice {
+        Some(c) => Ok(Json(json!({"node": c.node, "score": c.score, "candidates": candidates}))),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no_capacity",
+            "no up node with fresh metrics meets the request; relax it or add capacity",
+        )),
+    }
+}
+
+pub async fn put_scheduler(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+    let current = app.peer.state.read().state.meta.scheduler.clone();
+    let mut w = |name: &str, default: f64| body.f64(name).map(|v| v.unwrap_or(default));
+    let weights = SchedulerWeights {
+        w_cpu: w("w_cpu", current.w_cpu)?,
+        w_ram: w("w_ram", current.w_ram)?,
+        w_gpu: w("w_gpu", current.w_gpu)?,
+        w_latency: w("w_latency", current.w_latency)?,
+        w_io: w("w_io", current.w_io)?,
+        revision: 0,
+    };
+    body.finish()?;
+    validate::scheduler(&weights)?;
+    let outcome = app.peer.write(Command::PutScheduler { weights: weights.clone() }).await?;
+    Ok(Json(
+        json!({"config": SchedulerWeights { revision: outcome.revision, ..weights }, "revision": outcome.revision}),
+    ))
+}
+
+pub async fn get_scheduler(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
+    let weights = read(&app, q, |s| s.meta.scheduler.clone()).await?;
+    Ok(Json(json!({ "config": weights })))
+}
