@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod dev;
 mod error;
+mod object;
 mod resource;
 mod serve;
 
@@ -86,6 +87,32 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Object metadata: versions under vector clocks, conflicts, replicas, placement,
+    /// scheduling.
+    Object {
+        #[command(subcommand)]
+        command: object::ObjectCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// A region's change feed: changes, acks, pulls, region heartbeats.
+    Sync {
+        #[command(subcommand)]
+        command: object::FeedCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Print every change to the cluster's resources as it happens.
+    Watch {
+        /// Start after this revision (default: now).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only these topics, comma-separated (node, dispatch, object, conflict, sync, ...).
+        #[arg(long)]
+        topics: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
 }
 
 impl Cli {
@@ -100,6 +127,11 @@ impl Cli {
             Command::Domain { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Zone { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Dispatch { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Object { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Sync { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Watch { since, topics, endpoint } => {
+                object::watch(&Client::new(&endpoint.endpoint), since, topics).await
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use super::CliError;
 pub struct ReadFlags {
     /// Read this peer's local copy instead of a linearizable read.
     #[arg(long)]
-    stale: bool,
+    pub stale: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub struct WriteFlags {
     cas: Option<u64>,
 }
 
-fn read_query(f: &ReadFlags) -> &'static str {
+pub fn read_query(f: &ReadFlags) -> &'static str {
     if f.stale {
         "?stale"
     } else {
@@ -29,7 +29,7 @@ fn read_query(f: &ReadFlags) -> &'static str {
     }
 }
 
-fn write_query(f: &WriteFlags) -> String {
+pub fn write_query(f: &WriteFlags) -> String {
     f.cas.map(|c| format!("?cas={c}")).unwrap_or_default()
 }
 

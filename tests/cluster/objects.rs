@@ -368,3 +368,49 @@ async fn placement_repairs_and_scheduling_follow_the_healthy_nodes() {
     let (_, repairs) = c.call(3, Method::GET, "/v1/repairs", None).await;
     assert_eq!(repairs["repairs"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_writes_objects_resolves_conflicts_and_reads_a_feed() {
+    use crate::util::cli;
+    let c = Cluster::start(1).await;
+    regions(&c, &["eu", "sea"]).await;
+    let e = c.peer(1).url();
+    let run = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--endpoint", &e]);
+        let out = cli(&all);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = ["object", "put", "doc", "--region", "sea", "--clock", "sea=1", "--size", "5", "--hash", "h1"];
+    let a = run(&[&first[..], &["--strategy", "manual", "--attr", "tier=1", "--attr", "owner=ops"]].concat());
+    assert_eq!(a["outcome"], "applied");
+    let b = run(&["object", "put", "doc", "--region", "eu", "--clock", "eu=1", "--size", "6", "--hash", "h2"]);
+    assert_eq!(b["settled"], "pending");
+    assert_eq!(run(&["object", "conflicts"])["conflicts"][0]["id"], "doc");
+    run(&["object", "resolve", "doc", "--pick", "1"]);
+    let doc = run(&["object", "get", "doc"]);
+    assert_eq!(doc["versions"][0]["hash"], "h2");
+    let feed = run(&["sync", "changes", "eu"]);
+    assert_eq!(feed["events"][0]["object"], "doc");
+    let id = feed["events"][0]["id"].to_string();
+    assert_eq!(run(&["sync", "ack", "eu", &id])["acked"], 1);
+    assert_eq!(run(&["object", "placement", "doc", "--rf", "2"])["rf"], 2);
+    let bad = cli(&[
+        "object",
+        "put",
+        "x",
+        "--region",
+        "sea",
+        "--clock",
+        "sea",
+        "--size",
+        "1",
+        "--hash",
+        "h",
+        "--endpoint",
+        &e,
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--clock"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
