@@ -52,6 +52,7 @@ impl From<state::Error> for ApiError {
             state::Error::CasMismatch { .. } => Self::new(StatusCode::CONFLICT, "cas_mismatch", message),
             state::Error::InUse { .. } => Self::new(StatusCode::CONFLICT, "in_use", message),
             state::Error::Refused { .. } => Self::new(StatusCode::CONFLICT, "refused", message),
+            state::Error::RateLimited { .. } => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
         }
     }
 }

@@ -1,3 +1,4 @@
+use super::actions::ActionPolicy;
 use super::objects::{RegionStatus, SchedulerWeights, SyncPolicy};
 use super::{
     Batch, BatchResult, Command, Detail, DispatchRow, Domain, Error, Health, Node, Outcome, Region, Site, State, Zone,
@@ -289,6 +290,38 @@ impl State {
             }
             Command::PutScheduler { weights } => {
                 self.meta.scheduler = SchedulerWeights { revision: index, ..weights.clone() };
+                Ok(Outcome::at(index))
+            }
+            Command::SubmitAction { spec, at_ms } => {
+                let submitted = self.submit_action(index, spec, *at_ms)?;
+                Ok(Outcome { revision: index, detail: Some(Detail::Submitted(submitted)) })
+            }
+            Command::ClaimAction { worker, kinds, lease_ms, at_ms } => {
+                let claimed = self.claim_action(index, worker, kinds, *lease_ms, *at_ms);
+                Ok(Outcome { revision: index, detail: Some(Detail::Claimed(claimed)) })
+            }
+            Command::ReportAction { id, worker, ok, message, at_ms } => {
+                self.report_action(index, *id, worker, *ok, message.clone(), *at_ms)?;
+                Ok(Outcome::at(index))
+            }
+            Command::ExpireLeases { at_ms } => {
+                self.expire_leases(index, *at_ms);
+                Ok(Outcome::at(index))
+            }
+            Command::RunBuiltins { ids, at_ms } => {
+                let ran = self.run_builtins(index, ids, *at_ms);
+                Ok(Outcome { revision: index, detail: Some(Detail::Count(ran)) })
+            }
+            Command::ReportAnomaly { report, action, at_ms } => {
+                let (id, submitted) = self.report_anomaly(index, report, action.as_ref(), *at_ms)?;
+                Ok(Outcome { revision: index, detail: Some(Detail::Anomaly { id, submitted }) })
+            }
+            Command::ResolveAlert { fingerprint, at_ms } => {
+                let closed = self.resolve_alert(index, fingerprint, *at_ms);
+                Ok(Outcome { revision: index, detail: Some(Detail::Count(closed.is_some() as usize)) })
+            }
+            Command::PutActionPolicy { policy } => {
+                self.engine.policy = ActionPolicy { revision: index, ..policy.clone() };
                 Ok(Outcome::at(index))
             }
         }

@@ -24,8 +24,21 @@ pub enum Op {
 }
 
 /// Every topic a change can have, for validating `?topics=`.
-pub const TOPICS: &[&str] =
-    &["region", "node", "zone", "site", "domain", "dispatch", "policy", "object", "conflict", "sync", "region_status"];
+pub const TOPICS: &[&str] = &[
+    "region",
+    "node",
+    "zone",
+    "site",
+    "domain",
+    "dispatch",
+    "policy",
+    "object",
+    "conflict",
+    "sync",
+    "region_status",
+    "action",
+    "anomaly",
+];
 
 impl State {
     /// The changes a command that applied successfully at `index` made.
@@ -69,6 +82,31 @@ impl State {
             Command::AckEvents { region, .. } | Command::PullObjects { region, .. } => put("sync", region),
             Command::ReleaseLazy { regions } => regions.iter().for_each(|r| put("sync", r)),
             Command::RegionHeartbeat { region, .. } => put("region_status", region),
+            Command::SubmitAction { .. }
+            | Command::ClaimAction { .. }
+            | Command::ReportAction { .. }
+            | Command::ExpireLeases { .. }
+            | Command::RunBuiltins { .. }
+            | Command::ReportAnomaly { .. }
+            | Command::ResolveAlert { .. } => {
+                for a in self.engine.actions.values().filter(|a| a.revision == index) {
+                    put("action", &a.id.to_string());
+                }
+                for a in self.engine.anomalies.values().filter(|a| a.revision == index) {
+                    put("anomaly", &a.id.to_string());
+                }
+                if let Command::RunBuiltins { ids, .. } = command {
+                    for a in ids.iter().filter_map(|id| self.engine.actions.get(id)) {
+                        let topic = match a.kind.as_str() {
+                            "drain_node" | "restore_node" => "node",
+                            "pin_site" => "site",
+                            _ => "domain",
+                        };
+                        put(topic, &a.target);
+                    }
+                }
+            }
+            Command::PutActionPolicy { .. } => put("policy", "actions"),
             Command::DeleteRegion { .. }
             | Command::DeleteNode { .. }
             | Command::DeleteZone { .. }

@@ -3,6 +3,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::actions::{ActionPolicy, ActionSpec, AnomalyReport, Submitted};
 use super::model::{Health, Reason, Weights};
 use super::objects::{ObjectWrite, RegionState, Resolution, SchedulerWeights, SyncPolicy, WriteOutcome};
 use super::Error;
@@ -134,6 +135,49 @@ pub enum Command {
     PutScheduler {
         weights: SchedulerWeights,
     },
+    /// A request for a remediation action; `at_ms` is the accepting peer's clock.
+    SubmitAction {
+        spec: ActionSpec,
+        at_ms: u64,
+    },
+    /// A worker asks for the next queued action of these types.
+    ClaimAction {
+        worker: String,
+        kinds: Vec<String>,
+        lease_ms: u64,
+        at_ms: u64,
+    },
+    /// The worker holding an action reports it completed (`ok`) or failed.
+    ReportAction {
+        id: u64,
+        worker: String,
+        ok: bool,
+        message: Option<String>,
+        at_ms: u64,
+    },
+    /// The leader's timer: leases that ran out by `at_ms`.
+    ExpireLeases {
+        at_ms: u64,
+    },
+    /// The leader's executor: carry out these queued built-in actions.
+    RunBuiltins {
+        ids: Vec<u64>,
+        at_ms: u64,
+    },
+    /// An anomaly report, with the action it maps to.
+    ReportAnomaly {
+        report: AnomalyReport,
+        action: Option<ActionSpec>,
+        at_ms: u64,
+    },
+    /// An Alertmanager alert with this fingerprint resolved.
+    ResolveAlert {
+        fingerprint: String,
+        at_ms: u64,
+    },
+    PutActionPolicy {
+        policy: ActionPolicy,
+    },
 }
 
 /// What a region reports about itself.
@@ -204,8 +248,15 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Detail {
     Object(WriteOutcome),
-    /// How many events an ack removed, or a pull queued.
+    /// How many events an ack removed, a pull queued, or built-in actions ran.
     Count(usize),
+    Submitted(Submitted),
+    /// The action a worker got, if any.
+    Claimed(Option<u64>),
+    Anomaly {
+        id: u64,
+        submitted: Option<Submitted>,
+    },
 }
 
 impl Outcome {

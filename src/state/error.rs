@@ -20,6 +20,9 @@ pub enum Error {
     /// The command cannot apply in the current state; the message says what to do first.
     #[error("{message}")]
     Refused { message: String },
+    /// Too many actions for one target lately.
+    #[error("target '{target}' already had {limit} actions in the last {window_ms} ms; retry in {retry_after_ms} ms")]
+    RateLimited { target: String, limit: u32, window_ms: u64, retry_after_ms: u64 },
 }
 
 impl Error {

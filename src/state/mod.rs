@@ -9,6 +9,7 @@
 //! command may carry `cas`, the revision it expects (0: the resource must not exist); a
 //! mismatch is a deterministic [`Error::CasMismatch`] and changes nothing.
 
+pub mod actions;
 mod apply;
 mod changes;
 pub mod clock;

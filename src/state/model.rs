@@ -18,6 +18,8 @@ pub struct State {
     pub dispatch: BTreeMap<(String, String), DispatchRow>,
     /// Objects, their sync feeds and the region status.
     pub meta: super::objects::Meta,
+    /// The remediation queue: actions and anomalies.
+    pub engine: super::actions::Engine,
 }
 
 /// A DNS zone this cluster is authoritative for.
