@@ -140,7 +140,7 @@ pub async fn list_objects(State(app): State<AppState>, RawQuery(q): RawQuery) ->
     let params = Params::parse(q.as_deref());
     let ids = params.list("ids");
     validate::batch("ids", ids.len())?;
-    let limit = params.u64("limit", validate::MAX_BATCH as u64, validate::MAX_BATCH as u64)? as usize;
+    let limit = params.u64("limit", validate::MAX_BATCH as u64, validate::MAX_BATCH as u64)?.max(1) as usize;
     let after = params.get("after").unwrap_or("").to_string();
     read(&app, q, |s| {
         if !ids.is_empty() {
@@ -191,7 +191,7 @@ pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
             }
             let hash = o.versions.first().map(|v| v.hash.as_str()).unwrap_or(&o.id);
             let wanted = o.replicas as usize - healthy.len();
-            let targets: Vec<&String> = placement::place(s, hash, o.replicas as usize + healthy.len())
+            let targets: Vec<&String> = placement::place(s, hash, o.replicas as usize + o.holders.len())
                 .into_iter()
                 .map(|n| &n.id)
                 .filter(|n| !o.holders.contains_key(*n))
@@ -254,7 +254,7 @@ fn prefix(outer: &str, mut e: ApiError) -> ApiError {
 // ---- placement and scheduling ----
 
 pub async fn placement(State(app): State<AppState>, Path(hash): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    validate::object_id("hash", &hash)?;
+    validate::hash("hash", &hash)?;
     let params = Params::parse(q.as_deref());
     let rf = params.u64("rf", 3, validate::MAX_REPLICAS as u64)?;
     if rf == 0 {
@@ -294,6 +294,8 @@ pub async fn schedule(State(app): State<AppState>, JsonBody(mut body): JsonBody)
 }
 
 pub async fn put_scheduler(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+    // Fields left out keep their current values: read them linearizably.
+    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.meta.scheduler.clone();
     let mut w = |name: &str, default: f64| body.f64(name).map(|v| v.unwrap_or(default));
     let weights = SchedulerWeights {

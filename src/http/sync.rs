@@ -62,7 +62,7 @@ pub async fn changes(State(app): State<AppState>, Path(region): Path<String>, Ra
     }
     let answer = long_poll(&app, wait, |s, _| {
         let Some(feed) = s.meta.feeds.get(&region) else {
-            return (false, Ok(json!({"region": region, "events": [], "cursor": since, "pending": 0})));
+            return (false, Ok(json!({"region": region, "events": [], "cursor": since, "pending": 0, "held": 0})));
         };
         if since < feed.dropped_upto {
             return (true, Err(feed.dropped_upto));
@@ -178,6 +178,8 @@ pub async fn overview(State(app): State<AppState>, RawQuery(q): RawQuery) -> Ans
 }
 
 pub async fn put_sync_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+    // Fields left out keep their current values: read them linearizably.
+    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.meta.sync.clone();
     let strategy = match body.value("default_strategy") {
         Some(v) => serde_json::from_value::<Strategy>(v).map_err(|_| {

@@ -46,7 +46,7 @@ pub struct History {
     pub limit: usize,
 }
 
-/// Default of `watch.history`.
+/// Default of `http.watch_history`.
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
 
 impl Default for History {
@@ -104,7 +104,7 @@ impl SharedState {
         Self { inner: Arc::new(RwLock::new(applied)), applied_tx: Arc::new(watch::channel(index).0) }
     }
 
-    /// Keep this many changes for watchers (`watch.history`).
+    /// Keep this many changes for watchers (`http.watch_history`).
     pub fn set_history_limit(&self, limit: usize) {
         self.inner.write().expect("state lock poisoned").history.limit = limit;
     }

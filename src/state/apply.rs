@@ -256,6 +256,9 @@ impl State {
                 Ok(Outcome::at(index))
             }
             Command::AckEvents { region, events, upto, at_ms } => {
+                if !self.regions.contains_key(region) {
+                    return Err(Error::not_found("region", region));
+                }
                 let acked = self.ack_events(region, events, *upto, *at_ms);
                 Ok(Outcome { revision: index, detail: Some(Detail::Count(acked)) })
             }

@@ -445,8 +445,11 @@ impl State {
         object.clock = Object::merged_clock(&object.versions);
         object.revision = index;
         let versions = object.versions.len();
+        // The writer holds the result only when its version is all there is; after a lost,
+        // merged or forked write it must receive the result like every other region.
+        let writer_holds = versions == 1 && matches!(settled, None | Some("written_won"));
         self.meta.objects.insert(id.to_string(), object);
-        self.after_change(index, id, Some(&write.region), at_ms);
+        self.after_change(index, id, writer_holds.then_some(&write.region), at_ms);
         Ok(WriteOutcome { outcome, relation: Some(relation), settled: settled.map(String::from), versions })
     }
 
@@ -731,6 +734,9 @@ mod tests {
         assert_eq!(o.versions[0].hash, "sea-v");
         assert_eq!(o.clock, vc(&[("sea", 1), ("eu", 1)]));
         assert_eq!(o.lost.as_ref().unwrap().version.hash, "eu-v");
+        // The losing writer does not hold the result: it receives it like any other region.
+        assert_eq!(o.locations["eu"].state, LocationState::Syncing);
+        assert_eq!(s.meta.feeds["eu"].events.values().last().unwrap().revision, 11);
         // Same timestamp: the larger region name wins.
         let mut s = world(Strategy::LastWriterWins);
         put(&mut s, 10, write("eu", &[("eu", 1)], 50, "eu-v"));

@@ -264,17 +264,22 @@ pub fn clock(region: &str, clock: &mut super::clock::VClock) -> Result<(), Error
     Ok(())
 }
 
+/// A content hash: hex, base64 or `algo:digest`; at most [`MAX_HASH_LEN`] characters.
+pub fn hash(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() || value.len() > MAX_HASH_LEN {
+        return Err(Error::invalid(field, format!("must be 1 to {MAX_HASH_LEN} characters")));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '+' | '/' | '=' | '.');
+    if let Some(c) = value.chars().find(|c| !allowed(*c)) {
+        return Err(Error::invalid(field, format!("contains '{c}'; use letters, digits and : - _ + / = .")));
+    }
+    Ok(())
+}
+
 pub fn object_write(id: &str, w: &super::objects::ObjectWrite) -> Result<(), Error> {
     object_id("id", id)?;
     label("region", &w.region)?;
-    if w.hash.is_empty() || w.hash.len() > MAX_HASH_LEN {
-        return Err(Error::invalid("hash", format!("must be 1 to {MAX_HASH_LEN} characters")));
-    }
-    if let Some(c) =
-        w.hash.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '+' | '/' | '=')))
-    {
-        return Err(Error::invalid("hash", format!("contains '{c}'")));
-    }
+    hash("hash", &w.hash)?;
     if w.attrs.len() > MAX_ATTRS {
         return Err(Error::invalid("attrs", format!("has {} attributes; the limit is {MAX_ATTRS}", w.attrs.len())));
     }
