@@ -10,9 +10,11 @@
 //! - [`dispatch`]: failure detection, scoring and election of the node for each domain;
 //! - [`dns`]: authoritative DNS from the local copy of the elected table;
 //! - [`meta`]: object placement, workload scheduling and the lazy-sync timer;
+//! - [`actions`]: the leader's executor of built-in remediation actions and lease timer;
 //! - [`http`]: the API;
 //! - [`cli`]: the `switchboard` command, including `serve` and `dev`.
 
+pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

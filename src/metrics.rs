@@ -29,6 +29,10 @@ pub struct Metrics {
     pub dns_queries: IntCounterVec,
     pub dns_answer_seconds: Histogram,
     pub dns_stale_answers: IntCounter,
+    pub actions: IntCounterVec,
+    pub action_conflicts: IntCounterVec,
+    pub resolution_seconds: Histogram,
+    pub active_actions: IntGauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +66,21 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(http_requests.clone())).expect("unique metric");
+        let actions = IntCounterVec::new(
+            Opts::new("coordination_actions_total", "Actions accepted by this peer, by type and source"),
+            &["type", "source"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(actions.clone())).expect("unique metric");
+        let action_conflicts = IntCounterVec::new(
+            Opts::new(
+                "coordination_conflicts_total",
+                "Conflicts between actions detected for actions this peer accepted",
+            ),
+            &["conflict_type"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(action_conflicts.clone())).expect("unique metric");
         let dns_queries = IntCounterVec::new(
             Opts::new("switchboard_dns_queries_total", "DNS queries answered, by response code and query type"),
             &["rcode", "qtype"],
@@ -126,6 +145,14 @@ impl Metrics {
                     60.0,
                 ],
             ),
+            actions,
+            action_conflicts,
+            resolution_seconds: histogram(
+                "coordination_resolution_time_seconds",
+                "From an action's arrival to its conflicts being decided (committed), for actions that had conflicts",
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            active_actions: gauge("coordination_active_actions", "Actions running now"),
             http_requests,
             registry,
         }

@@ -61,6 +61,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     let rpc = tokio::spawn(serve_rpc(raft_listener, peer.clone(), shutdown.clone()));
     let dispatch = tokio::spawn(crate::dispatch::run(peer.clone(), shutdown.clone()));
     let release = tokio::spawn(crate::meta::run(peer.clone(), shutdown.clone()));
+    let remedy = tokio::spawn(crate::actions::run(peer.clone(), shutdown.clone()));
     let max_stale = (config.dns.max_stale_ms > 0).then(|| std::time::Duration::from_millis(config.dns.max_stale_ms));
     let dns = tokio::spawn(crate::dns::serve(
         dns_udp,
@@ -86,6 +87,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     let _ = rpc.await;
     let _ = dispatch.await;
     let _ = release.await;
+    let _ = remedy.await;
     let _ = dns.await;
     let _ = http.await;
     Ok(())

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Sent as `Retry-After` (seconds) with a 429.
+    pub retry_after_s: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -24,7 +26,7 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, kind, message: message.into(), field: None }
+        Self { status, kind, message: message.into(), field: None, retry_after_s: None }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -39,7 +41,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body { error: self.kind, message: &self.message, field: self.field.as_deref() };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_s {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -52,7 +58,10 @@ impl From<state::Error> for ApiError {
             state::Error::CasMismatch { .. } => Self::new(StatusCode::CONFLICT, "cas_mismatch", message),
             state::Error::InUse { .. } => Self::new(StatusCode::CONFLICT, "in_use", message),
             state::Error::Refused { .. } => Self::new(StatusCode::CONFLICT, "refused", message),
-            state::Error::RateLimited { .. } => Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
+            state::Error::RateLimited { retry_after_ms, .. } => Self {
+                retry_after_s: Some(retry_after_ms.div_ceil(1000).max(1)),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
         }
     }
 }

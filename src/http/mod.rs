@@ -1,6 +1,7 @@
 //! The admin and data HTTP API on `--http-addr` (docs/api.md). Handlers parse and validate
 //! input, then call the [`Peer`](crate::peer::Peer); they hold no state of their own.
 
+mod actions;
 mod cluster;
 mod dispatch;
 mod error;

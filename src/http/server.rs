@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use super::{cluster, dispatch, objects, registry, sync, ApiError};
+use super::{actions, cluster, dispatch, objects, registry, sync, ApiError};
 use crate::peer::Peer;
 
 #[derive(Clone)]
@@ -67,6 +67,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync", get(sync::overview))
         .route("/v1/policy/sync", put(sync::put_sync_policy))
         .route("/v1/watch", get(sync::watch))
+        .route("/v1/actions", post(actions::submit_action).get(actions::list_actions))
+        .route("/v1/actions/claim", post(actions::claim))
+        .route("/v1/actions/{id}", get(actions::get_action))
+        .route("/v1/actions/{id}/complete", post(actions::complete))
+        .route("/v1/actions/{id}/fail", post(actions::fail))
+        .route("/v1/anomalies", post(actions::report_anomaly).get(actions::list_anomalies))
+        .route("/v1/anomalies/{id}", get(actions::get_anomaly))
+        .route("/v1/alertmanager", post(actions::alertmanager))
+        .route("/v1/status", get(actions::engine_status))
+        .route("/v1/policy/actions", put(actions::put_action_policy))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -114,7 +114,8 @@ impl Peer {
         let raft = Raft::new(config.id, Arc::new(raft_config), Network::new(secret.clone()), log_store, sm)
             .await
             .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
-        let proposals = proposer::spawn(raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight);
+        let commit_timeout = Duration::from_millis(config.http.request_timeout_ms);
+        let proposals = proposer::spawn(raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight, commit_timeout);
         tokio::spawn(log_raft_events(raft.clone()));
 
         let (heartbeats, heartbeat_rx) = mpsc::channel(HEARTBEAT_QUEUE);
@@ -343,6 +344,12 @@ impl Peer {
             }
             self.pause_before_retry(hint, deadline).await?;
         }
+    }
+
+    /// Waits until this peer has applied the entry at `index` (e.g. a write it forwarded),
+    /// so that its local state shows the write.
+    pub async fn applied_locally(&self, index: u64) -> Result<(), Error> {
+        self.await_applied(index, Instant::now() + self.request_timeout).await
     }
 
     async fn await_applied(&self, index: u64, deadline: Instant) -> Result<(), Error> {
@@ -670,6 +677,7 @@ impl Peer {
         self.metrics.commit_index.set(self.commit_index() as i64);
         self.metrics.applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
         self.metrics.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+        self.metrics.active_actions.set(self.state.read().state.engine.running() as i64);
     }
 }
 

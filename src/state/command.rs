@@ -180,6 +180,38 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The one resource this command writes and answers a revision for, as `kind/id`;
+    /// `None` for commands that write several, or none a client holds a revision of.
+    pub fn resource(&self) -> Option<String> {
+        let (kind, id): (&str, String) = match self {
+            Command::PutRegion { name, .. } | Command::DeleteRegion { name, .. } => ("region", name.clone()),
+            Command::PutNode { id, .. } | Command::DeleteNode { id, .. } | Command::SetMaintenance { id, .. } => {
+                ("node", id.clone())
+            }
+            Command::PutZone { name, .. } | Command::DeleteZone { name, .. } => ("zone", name.clone()),
+            Command::PutSite { id, .. } | Command::DeleteSite { id, .. } | Command::PinSite { id, .. } => {
+                ("site", id.clone())
+            }
+            Command::PutDomain { name, .. } | Command::DeleteDomain { name, .. } | Command::LockDomain { name, .. } => {
+                ("domain", name.clone())
+            }
+            Command::PutObject { id, .. }
+            | Command::DeleteObject { id, .. }
+            | Command::ResolveConflict { id, .. }
+            | Command::MarkReplica { id, .. } => ("object", id.clone()),
+            Command::ReportAction { id, .. } => ("action", id.to_string()),
+            Command::RegionHeartbeat { region, .. } => ("region_status", region.clone()),
+            Command::PutPolicy { .. } => ("policy", "scoring".into()),
+            Command::PutSyncPolicy { .. } => ("policy", "sync".into()),
+            Command::PutScheduler { .. } => ("policy", "scheduler".into()),
+            Command::PutActionPolicy { .. } => ("policy", "actions".into()),
+            _ => return None,
+        };
+        Some(format!("{kind}/{id}"))
+    }
+}
+
 /// What a region reports about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionReport {

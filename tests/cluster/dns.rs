@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::util::{eventually, Cluster};
 
 /// Runs `dig` against a peer's DNS port; returns its whole output.
-fn dig(addr: &str, args: &[&str]) -> String {
+pub fn dig(addr: &str, args: &[&str]) -> String {
     let (ip, port) = addr.rsplit_once(':').unwrap();
     let out = Command::new("dig")
         .args([&format!("@{ip}"), "-p", port, "+time=2", "+tries=1"])
@@ -19,7 +19,7 @@ fn dig(addr: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn short(addr: &str, args: &[&str]) -> String {
+pub fn short(addr: &str, args: &[&str]) -> String {
     let mut all = vec!["+short"];
     all.extend_from_slice(args);
     dig(addr, &all).trim().to_string()

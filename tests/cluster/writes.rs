@@ -133,6 +133,33 @@ async fn compare_and_set_works_both_ways() {
     assert_eq!(status, 400);
 }
 
+/// Concurrent writes of one resource each get their own revision (group commit puts them in
+/// separate log entries), so a revision a client holds names exactly the version it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_one_resource_get_distinct_revisions() {
+    let c = Cluster::start(1).await;
+    let writes = futures::stream::iter(0..30u64)
+        .map(|i| {
+            let c = &c;
+            async move {
+                let body = json!({"cidrs": [format!("10.{i}.0.0/16")], "fallback": []});
+                let (status, answer) = c.call(1, Method::PUT, "/v1/regions/apac", Some(body)).await;
+                assert_eq!(status, 200, "{answer}");
+                (answer["revision"].as_u64().unwrap(), i)
+            }
+        })
+        .buffer_unordered(30)
+        .collect::<Vec<_>>()
+        .await;
+    let revisions: BTreeMap<u64, u64> = writes.iter().copied().collect();
+    assert_eq!(revisions.len(), 30, "two writes were answered the same revision: {writes:?}");
+    // The last revision is the stored version, and it is the write that was answered it.
+    let (last, i) = revisions.iter().next_back().unwrap();
+    let (_, region) = c.call(1, Method::GET, "/v1/regions/apac", None).await;
+    assert_eq!(region["revision"].as_u64(), Some(*last));
+    assert_eq!(region["cidrs"], json!([format!("10.{i}.0.0/16")]));
+}
+
 /// With an admin token, writes and cluster calls need it; reads of resources do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_guards_writes_and_cluster_calls() {

@@ -1,0 +1,59 @@
+//! The leader's loop: expire leases, run built-in actions.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::peer::Peer;
+use crate::state::actions::Status;
+use crate::state::Command;
+
+const TICK: Duration = Duration::from_millis(100);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !peer.is_leader() {
+            continue;
+        }
+        let at_ms = now_ms();
+        let (expired, builtins) = {
+            let applied = peer.state.read();
+            let engine = &applied.state.engine;
+            let expired = engine
+                .actions
+                .values()
+                .any(|a| a.status == Status::Running && a.lease_until_ms.is_some_and(|l| l <= at_ms));
+            let room = (engine.policy.max_active as usize).saturating_sub(engine.running());
+            let builtins: Vec<u64> = engine
+                .queue()
+                .into_iter()
+                .filter(|a| a.is_builtin() && a.not_before_ms <= at_ms)
+                .take(room)
+                .map(|a| a.id)
+                .collect();
+            (expired, builtins)
+        };
+        if expired {
+            if let Err(e) = peer.write_as_leader(Command::ExpireLeases { at_ms }).await {
+                tracing::warn!(error = %e, "could not expire action leases");
+            }
+        }
+        if !builtins.is_empty() {
+            match peer.write_as_leader(Command::RunBuiltins { ids: builtins.clone(), at_ms }).await {
+                Ok(_) => tracing::info!(actions = ?builtins, "built-in actions carried out"),
+                Err(e) => tracing::warn!(error = %e, "could not run built-in actions"),
+            }
+        }
+    }
+}
