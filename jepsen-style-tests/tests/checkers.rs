@@ -24,6 +24,7 @@ fn shipped_histories_have_the_verdict_their_name_says() {
         let workload = match parts.next() {
             Some("register") => Workload::Register,
             Some("set") => Workload::Set,
+            Some("changefeed") => Workload::Changefeed,
             Some("dns") => Workload::Dns,
             _ => panic!("{name}: unknown workload prefix"),
         };

@@ -9,7 +9,6 @@ use serde_json::json;
 
 use super::checks::{self, Convergence, Coverage};
 use super::faults::Record;
-use super::workload::SET_KEY;
 use super::RunArgs;
 use crate::check::{check_events, Workload};
 use crate::checker::{Report, Validity};
@@ -47,8 +46,7 @@ impl Outcome {
         let mut problems: Vec<(Validity, String)> = Vec::new();
         let mut checkers = Vec::new();
         for &w in i.workloads {
-            let events: Vec<Event> =
-                i.events.iter().filter(|e| (e.key == SET_KEY) == (w == Workload::Set)).cloned().collect();
+            let events: Vec<Event> = i.events.iter().filter(|e| w.owns(&e.key)).cloned().collect();
             match check_events(w, &events, i.budget) {
                 Ok(report) => {
                     if report.valid != Validity::Valid {

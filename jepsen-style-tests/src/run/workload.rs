@@ -77,8 +77,9 @@ impl Client {
         while !self.stop.load(Ordering::Relaxed) {
             let indeterminate = match self.workload {
                 Workload::Register => self.register_op(&mut rng, process),
-                // The DNS workload has threads of its own (run/dns.rs), never an HTTP client.
-                Workload::Dns => return,
+                // The DNS workload has threads of its own (run/dns.rs), never an HTTP client;
+                // the runner does not run the changefeed workload (only its checker exists).
+                Workload::Dns | Workload::Changefeed => return,
                 Workload::Set => {
                     if rng.gen_bool(0.05) {
                         self.set_read(process)
