@@ -164,6 +164,11 @@ fn show_read(r: &Read, e: &Delivered) -> String {
     )
 }
 
+/// The acknowledgement of event `id` that completed before `op` was invoked, if any.
+fn acked_before<'a>(acked: &HashMap<u64, &'a Operation>, id: u64, op: &Operation) -> Option<&'a Operation> {
+    acked.get(&id).copied().filter(|a| a.complete_index.is_some_and(|c| c < op.invoke_index))
+}
+
 type Judged = (Vec<Anomaly>, Value, usize);
 
 fn judge(ops: &[Operation]) -> Result<Judged, String> {
@@ -303,7 +308,7 @@ fn check_region(
                     delivered.insert(e.id, (r, e));
                 }
             }
-            if let Some(ack) = acked.get(&e.id).filter(|a| a.complete_index.is_some_and(|c| c < r.op.invoke_index)) {
+            if let Some(ack) = acked_before(acked, e.id, r.op) {
                 push(
                     "acked-redelivered",
                     format!("event {} was delivered by a read invoked after its acknowledgement completed", e.id),
@@ -414,7 +419,7 @@ fn check_region(
             .unwrap_or(0);
         let mut beyond = 0;
         for e in &r.events {
-            if let Some(ack) = acked.get(&e.id).filter(|a| a.complete_index.is_some_and(|c| c < r.op.invoke_index)) {
+            if let Some(ack) = acked_before(acked, e.id, r.op) {
                 push(
                     "acked-redelivered",
                     format!("event {} is still pending after its acknowledgement completed", e.id),
@@ -432,10 +437,7 @@ fn check_region(
                 }
             }
         }
-        let unacked = delivered
-            .keys()
-            .filter(|id| !acked.get(id).is_some_and(|a| a.complete_index.is_some_and(|c| c < r.op.invoke_index)))
-            .count();
+        let unacked = delivered.keys().filter(|&&id| acked_before(acked, id, r.op).is_none()).count();
         if r.events.len() < PAGE && r.pending != Some(r.events.len() as u64) {
             push(
                 "pending",
