@@ -135,6 +135,15 @@ fn reproduce_line(args: &RunArgs, seed: u64) -> String {
     if args.stale_reads {
         line.push_str(" --stale-reads");
     }
+    if args.concurrency != 6 {
+        line.push_str(&format!(" --concurrency {}", args.concurrency));
+    }
+    if args.rate != 40 {
+        line.push_str(&format!(" --rate {}", args.rate));
+    }
+    if args.request_timeout_ms != 3000 {
+        line.push_str(&format!(" --request-timeout-ms {}", args.request_timeout_ms));
+    }
     if let Some(n) = args.snapshot_every {
         line.push_str(&format!(" --snapshot-every {n}"));
     }
