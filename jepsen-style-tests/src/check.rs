@@ -14,6 +14,8 @@ pub enum Workload {
     Register,
     /// Unique adds and reads of a set: checked for completeness.
     Set,
+    /// Object writes and the change feeds of other regions: delivered exactly once, in order.
+    Changefeed,
     /// DNS answers around node deaths (`dns.jsonl`): failover, agreement, availability.
     Dns,
 }
@@ -23,7 +25,21 @@ impl Workload {
         match self {
             Workload::Register => "register",
             Workload::Set => "set",
+            Workload::Changefeed => "changefeed",
             Workload::Dns => "dns",
+        }
+    }
+
+    /// Whether a history event belongs to this workload (a run's history mixes them): the
+    /// set's key is `set`, the change feed's keys start with `cf-`, the rest are registers.
+    pub fn owns(self, key: &str) -> bool {
+        let set = key == crate::run::workload::SET_KEY;
+        let feed = key.starts_with(checker::changefeed::KEY_PREFIX);
+        match self {
+            Workload::Set => set,
+            Workload::Changefeed => feed,
+            Workload::Register => !set && !feed,
+            Workload::Dns => false,
         }
     }
 }
@@ -34,6 +50,7 @@ pub fn check_events(workload: Workload, events: &[history::Event], budget: Durat
     Ok(match workload {
         Workload::Register => checker::linearizable::check(&ops, budget),
         Workload::Set => checker::set::check(&ops),
+        Workload::Changefeed => checker::changefeed::check(&ops),
         Workload::Dns => {
             return Err("a DNS log is not an operation history; check dns.jsonl with --workload dns".into())
         }

@@ -38,6 +38,12 @@ pub enum F {
     Cas,
     /// Add an element to a set; `value` is the element.
     Add,
+    /// A read of a region's change feed (changefeed workload): `value` is `{"since": C}`
+    /// on invoke, the events, cursor and pending count on `ok`.
+    Deliver,
+    /// An acknowledgement of change-feed events (changefeed workload): `value` is the list
+    /// of event ids.
+    Ack,
 }
 
 impl fmt::Display for F {
@@ -47,6 +53,8 @@ impl fmt::Display for F {
             F::Write => "write",
             F::Cas => "cas",
             F::Add => "add",
+            F::Deliver => "deliver",
+            F::Ack => "ack",
         };
         f.write_str(s)
     }

@@ -26,6 +26,12 @@ fn check_exits_0_on_a_valid_history_and_1_with_the_offending_operations() {
     let (code, out, _) = jepsen(&["check", "--workload", "set", &history("set-fail-lost-add.jsonl")]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("lost: p1 add set 1"), "{out}");
+    let (code, out, _) =
+        jepsen(&["check", "--workload", "changefeed", &history("changefeed-pass-indeterminate-either-way.jsonl")]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = jepsen(&["check", "--workload", "changefeed", &history("changefeed-fail-lost-write.jsonl")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("lost: p3 write cf-obj-2-0"), "{out}");
     let (code, out, _) = jepsen(&["check", "--workload", "dns", &history("dns-pass-failover.jsonl")]);
     assert_eq!(code, 0, "{out}");
     let (code, out, _) = jepsen(&["check", "--workload", "dns", &history("dns-fail-late-failover.jsonl")]);

@@ -60,6 +60,7 @@ impl Step {
                 _ => bad("a cas must carry [expected, new]"),
             },
             F::Add => bad("'add' is not a register operation (use --workload set)"),
+            F::Deliver | F::Ack => bad("'deliver' and 'ack' are not register operations (use --workload changefeed)"),
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct Coverage {
     /// A fault under which no write can succeed (a majority is down): progress is not
     /// asked for, and an acknowledged write under it is an anomaly.
     pub expect_no_writes: bool,
-    /// Writes (write, cas, add) invoked and acknowledged while the fault was active.
+    /// Writes (write, cas, add, ack) invoked and acknowledged while the fault was active.
     pub ok_writes_during: usize,
     pub errors: Vec<String>,
     pub passed: bool,
@@ -54,7 +54,7 @@ pub fn coverage(records: &[Record], events: &[Event], extra_ok: &[(u64, u64)]) -
                 .filter(|o| o.outcome == Type::Ok && o.invoke_time >= from && o.complete_time.is_some_and(|c| c <= to))
                 .collect();
             let ok_during = during.len() + extra_ok.iter().filter(|&&(i, c)| i >= from && c <= to).count();
-            let ok_writes_during = during.iter().filter(|o| o.f != F::Read).count();
+            let ok_writes_during = during.iter().filter(|o| !matches!(o.f, F::Read | F::Deliver)).count();
             let expect_no_writes = r.fault.nemesis() == Nemesis::KillMajority;
             let fired = r.started.is_some();
             let healed = r.healed.is_some();

@@ -1,6 +1,7 @@
 //! `jepsen run`: real peers in network namespaces, clients recording a history, faults from
 //! a seeded schedule, then the checks. See docs/jepsen.md.
 
+pub mod changefeed;
 pub mod checks;
 pub mod clock;
 pub mod dns;
@@ -41,7 +42,7 @@ pub struct RunArgs {
     /// membership, snapshot-crash, clock, all, none.
     #[arg(long, default_value = "partition,kill,pause")]
     pub nemesis: String,
-    /// Workloads, comma-separated: register, set, dns.
+    /// Workloads, comma-separated: register, set, changefeed, dns.
     #[arg(long, default_value = "register,set")]
     pub workload: String,
     /// Seed of the fault schedule and of the operations; random when not given.
@@ -134,6 +135,15 @@ fn reproduce_line(args: &RunArgs, seed: u64) -> String {
     if args.stale_reads {
         line.push_str(" --stale-reads");
     }
+    if args.concurrency != 6 {
+        line.push_str(&format!(" --concurrency {}", args.concurrency));
+    }
+    if args.rate != 40 {
+        line.push_str(&format!(" --rate {}", args.rate));
+    }
+    if args.request_timeout_ms != 3000 {
+        line.push_str(&format!(" --request-timeout-ms {}", args.request_timeout_ms));
+    }
     if let Some(n) = args.snapshot_every {
         line.push_str(&format!(" --snapshot-every {n}"));
     }
@@ -180,18 +190,19 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
         let w = match name {
             "register" => Workload::Register,
             "set" => Workload::Set,
+            "changefeed" => Workload::Changefeed,
             "dns" => {
                 dns = true;
                 continue;
             }
-            other => return Err(format!("unknown workload '{other}'; choose from register, set, dns")),
+            other => return Err(format!("unknown workload '{other}'; choose from register, set, changefeed, dns")),
         };
         if !workloads.contains(&w) {
             workloads.push(w);
         }
     }
     if workloads.is_empty() && !dns {
-        return Err("--workload names no workload; choose from register, set, dns".into());
+        return Err("--workload names no workload; choose from register, set, changefeed, dns".into());
     }
     if args.concurrency < workloads.len() as u64 {
         return Err(format!("--concurrency {} is less than the {} workloads", args.concurrency, workloads.len()));
@@ -242,7 +253,11 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     for &id in &plan.ids {
         peers.start(id)?;
     }
-    bring_up(&mut peers)?;
+    let mut regions = vec![workload::REGION];
+    if plan.workloads.contains(&Workload::Changefeed) {
+        regions.extend(changefeed::REGIONS);
+    }
+    bring_up(&mut peers, &regions)?;
     println!("  cluster of {} peers is up", plan.ids.len());
     let deaths = if plan.dns { dns::deaths(seed, time) } else { Vec::new() };
     if plan.dns {
@@ -264,6 +279,11 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     let dns_workload = if plan.dns {
         let log = Arc::new(dns::Log::create(&dir.join("dns.jsonl"), start)?);
         Some(dns::Workload::start(log, &plan.ids, deaths)?)
+    } else {
+        None
+    };
+    let feeds = if plan.workloads.contains(&Workload::Changefeed) {
+        Some(changefeed::Feeds::start(recorder.clone(), &plan.ids, client_timeout)?)
     } else {
         None
     };
@@ -373,6 +393,9 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     if plan.workloads.contains(&Workload::Set) {
         final_set_read(&recorder, &plan.ids, client_timeout, &mut peers, &mut unexpected_exits)?;
     }
+    if let Some(feeds) = feeds {
+        println!("  changefeed: {}", feeds.drain(CONVERGE_TIMEOUT)?);
+    }
     unexpected_exits.extend(peers.reap_exited().into_iter().map(|(id, s)| format!("peer {id} exited on its own: {s}")));
     peers.stop_all(Duration::from_secs(5));
     drop(peers);
@@ -410,8 +433,8 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
 }
 
 /// Waits for every peer to answer, forms the cluster, waits until every peer is ready and
-/// creates the workload's region.
-fn bring_up(peers: &mut Peers) -> Result<(), String> {
+/// creates the workloads' regions.
+fn bring_up(peers: &mut Peers, regions: &[&str]) -> Result<(), String> {
     let ids = peers.ids();
     let deadline = Instant::now() + START_TIMEOUT;
     let short = Duration::from_secs(1);
@@ -444,19 +467,17 @@ fn bring_up(peers: &mut Peers) -> Result<(), String> {
             waiting(&format!("peer {id} did not become ready"), peers)?;
         }
     }
-    let region = json!({"cidrs": [], "fallback": []});
-    loop {
-        match http::put(
-            http_addr(ids[0]),
-            &format!("/v1/regions/{}", workload::REGION),
-            &region,
-            Duration::from_secs(5),
-        ) {
-            Ok(r) if r.status == 200 => return Ok(()),
-            Ok(r) => waiting(&format!("creating region {} failed: {}", workload::REGION, r.describe()), peers)?,
-            Err(e) => waiting(&format!("creating region {} failed: {e}", workload::REGION), peers)?,
+    let body = json!({"cidrs": [], "fallback": []});
+    for region in regions {
+        loop {
+            match http::put(http_addr(ids[0]), &format!("/v1/regions/{region}"), &body, Duration::from_secs(5)) {
+                Ok(r) if r.status == 200 => break,
+                Ok(r) => waiting(&format!("creating region {region} failed: {}", r.describe()), peers)?,
+                Err(e) => waiting(&format!("creating region {region} failed: {e}"), peers)?,
+            }
         }
     }
+    Ok(())
 }
 
 /// The set's final read, from each peer in turn until one succeeds.

@@ -9,11 +9,10 @@ use serde_json::json;
 
 use super::checks::{self, Convergence, Coverage};
 use super::faults::Record;
-use super::workload::SET_KEY;
 use super::RunArgs;
 use crate::check::{check_events, Workload};
 use crate::checker::{Report, Validity};
-use crate::history::{Event, Type};
+use crate::history::{Event, Type, F};
 
 pub struct Inputs<'a> {
     pub workloads: &'a [Workload],
@@ -47,8 +46,7 @@ impl Outcome {
         let mut problems: Vec<(Validity, String)> = Vec::new();
         let mut checkers = Vec::new();
         for &w in i.workloads {
-            let events: Vec<Event> =
-                i.events.iter().filter(|e| (e.key == SET_KEY) == (w == Workload::Set)).cloned().collect();
+            let events: Vec<Event> = i.events.iter().filter(|e| w.owns(&e.key)).cloned().collect();
             match check_events(w, &events, i.budget) {
                 Ok(report) => {
                     if report.valid != Validity::Valid {
@@ -110,6 +108,7 @@ impl Outcome {
             problems.push((Validity::Invalid, e.clone()));
         }
         let count = |t: Type| i.events.iter().filter(|e| e.kind == t).count();
+        let gap = longest_write_gap(i.events, (i.final_heal * 1e9) as u64);
         if count(Type::Ok) + dns_ok.len() == 0 {
             problems.push((Validity::Unknown, "no operation succeeded at all".into()));
         }
@@ -125,14 +124,39 @@ impl Outcome {
             operations: json!({
                 "invoked": count(Type::Invoke), "ok": count(Type::Ok),
                 "fail": count(Type::Fail), "info": count(Type::Info), "dns_answered": dns_ok.len(),
+                "longest_write_gap": gap.map(|(from, to)| json!({
+                    "seconds": (to - from) as f64 / 1e9, "from": from as f64 / 1e9, "to": to as f64 / 1e9,
+                })),
             }),
             final_heal: i.final_heal,
         }
     }
 }
 
+/// The longest stretch, from the first acknowledged write to `until` (the final heal), in
+/// which no write (write, cas, add, ack) was acknowledged, in nanoseconds: reported, not a
+/// verdict (a majority down has one by design), but a leader that takes no writes shows here.
+pub fn longest_write_gap(events: &[Event], until: u64) -> Option<(u64, u64)> {
+    let mut times: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == Type::Ok && matches!(e.f, F::Write | F::Cas | F::Add | F::Ack) && e.time <= until)
+        .map(|e| e.time)
+        .collect();
+    times.sort_unstable();
+    times.push(until);
+    times.windows(2).map(|w| (w[0], w[1])).max_by_key(|(a, b)| b - a)
+}
+
 pub fn print(o: &Outcome) {
     println!("  operations: {}", o.operations);
+    if let Some(gap) = o.operations.get("longest_write_gap").filter(|g| !g.is_null()) {
+        println!(
+            "  longest stretch without an acknowledged write: {:.1}s ({:.1}s .. {:.1}s)",
+            gap["seconds"].as_f64().unwrap_or(0.0),
+            gap["from"].as_f64().unwrap_or(0.0),
+            gap["to"].as_f64().unwrap_or(0.0)
+        );
+    }
     for c in &o.coverage {
         let mark = if c.passed { "ok " } else { "BAD" };
         if c.expect_no_writes {
@@ -197,6 +221,16 @@ fn format_utc(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_longest_stretch_without_an_acknowledged_write() {
+        use crate::history::{Event, Type, F};
+        let ok = |f: F, t: u64| Event::new(1, Type::Ok, f, "k", serde_json::Value::Null, t);
+        let events = vec![ok(F::Write, 10), ok(F::Read, 50), ok(F::Ack, 20), ok(F::Add, 90), ok(F::Cas, 200)];
+        assert_eq!(super::longest_write_gap(&events, 150), Some((20, 90)));
+        assert_eq!(super::longest_write_gap(&events, 400), Some((200, 400)));
+        assert_eq!(super::longest_write_gap(&[], 400), None);
+    }
+
     #[test]
     fn utc_timestamps() {
         assert_eq!(super::format_utc(0), "19700101-000000");

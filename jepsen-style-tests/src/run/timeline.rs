@@ -1,4 +1,4 @@
-//! timeline.html: the operations of each client thread as bars (green ok, red fail, orange
+//! timeline.html: the operations of each client thread (and change-feed consumer) as bars (green ok, red fail, orange
 //! indeterminate) over the faults as shaded bands. Hover a bar for the operation.
 
 use std::fmt::Write;
@@ -17,7 +17,13 @@ pub fn render(events: &[Event], faults: &[Record], lanes: u64, title: &str) -> S
     let fault_end = faults.iter().filter_map(|f| f.healed.or(f.started)).fold(0.0, f64::max) * 1e9;
     let span = end_ns.max(fault_end).max(1.0);
     let x = |ns: f64| LEFT + ns / span * (WIDTH - LEFT - 10.0);
-    let lanes = lanes.max(1);
+    let threads = lanes.max(1);
+    // The change feed's consumers get a lane each, below the client threads.
+    let lane_of = |process: u64| match super::changefeed::consumer_lane(process) {
+        Some(k) => threads + k,
+        None => process % threads,
+    };
+    let lanes = ops.iter().map(|o| lane_of(o.process) + 1).max().unwrap_or(0).max(threads);
     let height = TOP + lanes as f64 * LANE + 40.0;
     let mut svg = String::new();
     let _ = write!(
@@ -45,7 +51,11 @@ pub fn render(events: &[Event], faults: &[Record], lanes: u64, title: &str) -> S
     }
     for lane in 0..lanes {
         let y = TOP + lane as f64 * LANE;
-        let _ = write!(svg, r#"<text x="4" y="{:.1}">thread {lane}</text>"#, y + LANE - 4.0);
+        let name = match lane.checked_sub(threads) {
+            Some(k) => super::changefeed::CONSUMERS.get(k as usize).map_or("feed".into(), |(r, n)| format!("{r}-{n}")),
+            None => format!("thread {lane}"),
+        };
+        let _ = write!(svg, r#"<text x="4" y="{:.1}">{name}</text>"#, y + LANE - 4.0);
     }
     for op in &ops {
         let end = op.complete_index.map(|i| events[i].time).unwrap_or(span as u64) as f64;
@@ -54,7 +64,7 @@ pub fn render(events: &[Event], faults: &[Record], lanes: u64, title: &str) -> S
             Type::Fail => "#d33",
             _ => "#f0a020",
         };
-        let y = TOP + (op.process % lanes) as f64 * LANE;
+        let y = TOP + lane_of(op.process) as f64 * LANE;
         let (x0, x1) = (x(op.invoke_time as f64), x(end));
         let _ = write!(
             svg,

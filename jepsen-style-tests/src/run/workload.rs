@@ -1,6 +1,7 @@
 //! The clients: each thread talks to one peer and records every operation. The register
 //! workload uses nodes as registers (capacity is the value); the set workload adds unique
-//! nodes and reads them back.
+//! nodes and reads them back; the changefeed workload's writers write objects (its
+//! consumers are in `changefeed.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
+use super::changefeed;
 use super::http::{self, Response};
 use super::recorder::Recorder;
 use crate::check::Workload;
@@ -74,11 +76,14 @@ impl Client {
     pub fn run(self) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (self.thread + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut process = self.thread;
+        // The changefeed writer's clock per object: one more for every attempt.
+        let mut clocks = [0u64; changefeed::OBJECTS_PER_WRITER as usize];
         while !self.stop.load(Ordering::Relaxed) {
             let indeterminate = match self.workload {
                 Workload::Register => self.register_op(&mut rng, process),
                 // The DNS workload has threads of its own (run/dns.rs), never an HTTP client.
                 Workload::Dns => return,
+                Workload::Changefeed => self.feed_write(&mut rng, process, &mut clocks),
                 Workload::Set => {
                     if rng.gen_bool(0.05) {
                         self.set_read(process)
@@ -166,6 +171,36 @@ impl Client {
         let path = format!("/v1/nodes/{SET_PREFIX}{n}");
         let outcome = classify(http::put(self.addr, &path, &node_body(1), self.timeout));
         self.finish(process, F::Add, SET_KEY, json!(n), &outcome)
+    }
+
+    /// A write of one of this thread's objects from region `sea`, at a clock above every
+    /// earlier attempt's, so each acknowledged write is applied and makes one event in the
+    /// feed of every other region; the ok value carries the revision, which the event
+    /// must carry too.
+    fn feed_write(&self, rng: &mut ChaCha8Rng, process: u64, clocks: &mut [u64]) -> bool {
+        let k = rng.gen_range(0..clocks.len());
+        clocks[k] += 1;
+        let n = clocks[k];
+        let key = changefeed::object_key(self.thread, k as u64);
+        let clock = json!({"clock": {changefeed::WRITE_REGION: n}});
+        self.recorder.invoke(process, F::Write, &key, clock.clone(), self.peer);
+        let outcome =
+            classify(http::put(self.addr, &format!("/v1/objects/{key}"), &changefeed::write_body(n), self.timeout));
+        let outcome = match outcome {
+            Outcome::Ok(r) => {
+                let (revision, result) = (r.body.get("revision").and_then(Value::as_u64), r.body.get("outcome"));
+                match (revision, result.and_then(Value::as_str)) {
+                    (Some(revision), Some(result)) => {
+                        let value = json!({"clock": clock["clock"], "revision": revision, "outcome": result});
+                        self.recorder.record(process, Type::Ok, F::Write, &key, value, self.peer, None);
+                        return false;
+                    }
+                    _ => Outcome::Info(format!("unexpected answer to an object write: {}", r.body)),
+                }
+            }
+            other => other,
+        };
+        self.finish(process, F::Write, &key, clock, &outcome)
     }
 
     pub fn set_read(&self, process: u64) -> bool {
