@@ -111,8 +111,8 @@ fn direct(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Answered> {
     let name = std::str::from_utf8(&lower[..used]).ok()?;
     snap.zone_of(name)?;
     let domain = snap.domains.get(name).filter(|d| d.cname.is_none())?;
-    let region = snap.region_of(ctx.source).map_or(ctx.default_region, |(r, _)| r);
-    let ip = domain.answers.get(region).copied().flatten();
+    let region = snap.region_of(ctx.source).map(|(r, _)| r).or_else(|| snap.region_index(ctx.default_region));
+    let ip = snap.answer(domain, region);
     let rdata: &[u8] = match (qtype, &ip) {
         (RecordType::A, Some(IpAddr::V4(v4))) => &v4.octets(),
         (RecordType::AAAA, Some(IpAddr::V6(v6))) => &v6.octets(),
@@ -193,8 +193,8 @@ fn respond_in_full(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Ans
     });
     let client = subnet.as_ref().map(|s| s.addr()).unwrap_or(ctx.source);
     let (region, matched) = match snap.region_of(client) {
-        Some((r, len)) => (r, len),
-        None => (ctx.default_region, 0),
+        Some((r, len)) => (Some(r), len),
+        None => (snap.region_index(ctx.default_region), 0),
     };
     if let (Some(s), Some(opt)) = (&subnet, resp.edns.as_mut()) {
         // RFC 7871: echo the option; the scope says how widely the answer applies.
@@ -203,20 +203,20 @@ fn respond_in_full(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Ans
     }
 
     let apex = name == zone.name;
-    let alias = snap.domains.get(&name).and_then(|d| d.cname.as_ref().map(|t| (d, t)));
+    let alias = snap.domains.get(name.as_str()).and_then(|d| d.cname.as_ref().map(|t| (d, t)));
     let found = if let Some((domain, target)) = alias {
         // An alias: the CNAME, and the target's address when the target is ours.
         if let Some(target_name) = fqdn(target) {
             resp.answers.push(Record::from_rdata(qname.clone(), domain.ttl, RData::CNAME(CNAME(target_name.clone()))));
-            if let Some(t) = snap.domains.get(target.as_str()).filter(|t| t.cname.is_none()) {
-                if let Some(rdata) = address(qtype, t.answers.get(region).copied().flatten()) {
+            if let Some(t) = snap.domains.get(&**target).filter(|t| t.cname.is_none()) {
+                if let Some(rdata) = address(qtype, snap.answer(t, region)) {
                     resp.answers.push(Record::from_rdata(target_name, t.ttl, rdata));
                 }
             }
         }
         true
-    } else if let Some(domain) = snap.domains.get(&name) {
-        if let Some(rdata) = address(qtype, domain.answers.get(region).copied().flatten()) {
+    } else if let Some(domain) = snap.domains.get(name.as_str()) {
+        if let Some(rdata) = address(qtype, snap.answer(domain, region)) {
             resp.answers.push(Record::from_rdata(qname.clone(), domain.ttl, rdata));
         }
         true
@@ -226,7 +226,7 @@ fn respond_in_full(snap: &Snapshot, request: &[u8], ctx: &Context) -> Option<Ans
         }
         true
     } else {
-        apex || snap.interior.contains(&name)
+        apex || snap.interior.contains(name.as_str())
     };
     if apex && resp.answers.is_empty() {
         match qtype {
@@ -303,15 +303,14 @@ fn finish(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use hickory_proto::op::{Message, Query};
 
     use super::*;
-    use crate::dns::snapshot::{DomainData, Snapshot, ZoneData};
+    use crate::dns::snapshot::{Snapshot, ZoneData};
 
     fn snapshot() -> Snapshot {
-        let mut s = Snapshot { serial: 77, ..Snapshot::default() };
+        let mut s = Snapshot::default();
+        s.serial = 77;
         s.zones.insert(
             "example.com".into(),
             ZoneData {
@@ -320,14 +319,9 @@ mod tests {
                 hostmaster: "ops.example.com".into(),
             },
         );
-        let answers =
-            HashMap::from([("sea".to_string(), Some("192.0.2.1".parse().unwrap())), ("eu".to_string(), None)]);
-        s.domains.insert("video.example.com".into(), DomainData { ttl: 20, answers, cname: None });
-        s.domains.insert(
-            "www.example.com".into(),
-            DomainData { ttl: 300, answers: HashMap::new(), cname: Some("video.example.com".into()) },
-        );
-        s.networks = vec![("10.20.0.0/16".parse().unwrap(), "sea".into())];
+        s.add_domain("video.example.com", 20, None, &[("sea", Some("192.0.2.1".parse().unwrap())), ("eu", None)]);
+        s.add_domain("www.example.com", 300, Some("video.example.com"), &[]);
+        s.networks(&[("10.20.0.0/16", "sea")]);
         s
     }
 
@@ -444,11 +438,12 @@ mod tests {
         let mut snap = snapshot();
         let regions: Vec<String> = (0..10).map(|r| format!("r{r}")).collect();
         for i in 0..10_000u32 {
-            let answers =
-                regions.iter().map(|r| (r.clone(), Some(IpAddr::from([198, 18, 0, (i % 4) as u8 + 1])))).collect();
-            snap.domains.insert(format!("d{i:06}.example.com"), DomainData { ttl: 300, answers, cname: None });
+            let ip = Some(IpAddr::from([198, 18, 0, (i % 4) as u8 + 1]));
+            let answers: Vec<(&str, Option<IpAddr>)> = regions.iter().map(|r| (r.as_str(), ip)).collect();
+            snap.add_domain(&format!("d{i:06}.example.com"), 300, None, &answers);
         }
-        snap.networks = (0..10).map(|r| (format!("10.{r}.0.0/16").parse().unwrap(), format!("r{r}"))).collect();
+        let networks: Vec<(String, String)> = (0..10).map(|r| (format!("10.{r}.0.0/16"), format!("r{r}"))).collect();
+        snap.networks(&networks.iter().map(|(n, r)| (n.as_str(), r.as_str())).collect::<Vec<_>>());
         let queries: Vec<Vec<u8>> = (0..1000)
             .map(|i| {
                 let mut q = Message::query();
@@ -477,14 +472,12 @@ mod tests {
     #[test]
     fn the_direct_path_answers_as_the_full_path_does() {
         let mut snap = snapshot();
-        snap.domains
-            .get_mut("video.example.com")
-            .unwrap()
-            .answers
-            .insert("v6".into(), Some("2001:db8::7".parse().unwrap()));
-        snap.domains.insert("_srv-x.example.com".into(), snap.domains["video.example.com"].clone());
-        snap.domains.insert("xn--caf-dma.example.com".into(), snap.domains["video.example.com"].clone());
-        snap.networks.push(("2001:db8::/32".parse().unwrap(), "v6".into()));
+        let answers =
+            [("sea", Some("192.0.2.1".parse().unwrap())), ("eu", None), ("v6", Some("2001:db8::7".parse().unwrap()))];
+        for name in ["video.example.com", "_srv-x.example.com", "xn--caf-dma.example.com"] {
+            snap.add_domain(name, 20, None, &answers);
+        }
+        snap.networks(&[("10.20.0.0/16", "sea"), ("2001:db8::/32", "v6")]);
         let mut direct_answers = 0;
         let odd = |first: &[u8]| Name::from_labels([first, b"example", b"com"]).unwrap();
         let names = ["video.example.com.", "ViDeO.Example.COM.", "_srv-x.example.com.", "xn--caf-dma.example.com."]
