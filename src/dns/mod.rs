@@ -14,6 +14,10 @@
 //! exists at or below the name, NODATA otherwise, both with the SOA (RFC 2308); ANY is
 //! answered minimally (RFC 8482); EDNS versions other than 0 get BADVERS; an answer too
 //! large for UDP has TC set and is available over TCP.
+//!
+//! UDP is answered by one dedicated thread, in batches (`recvmmsg`/`sendmmsg`); the common
+//! query (one A or AAAA question for a managed name) is answered without decoding and
+//! encoding whole messages, with the same bytes the general path produces.
 
 mod answer;
 mod server;
