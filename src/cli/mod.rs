@@ -1,6 +1,7 @@
 //! The `switchboard` command. `serve` runs a peer, `dev` a whole local cluster; every
 //! other command is a thin client of the HTTP API (docs/api.md).
 
+mod action;
 mod client;
 mod cluster;
 mod dev;
@@ -102,6 +103,14 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// The remediation queue: actions, workers' claims and reports, the engine status and
+    /// the action policy.
+    Action {
+        #[command(subcommand)]
+        command: action::ActionCommand,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Print every change to the cluster's resources as it happens.
     Watch {
         /// Start after this revision (default: now).
@@ -129,6 +138,7 @@ impl Cli {
             Command::Dispatch { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Object { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Sync { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
+            Command::Action { command, endpoint } => command.run(&Client::new(&endpoint.endpoint)).await,
             Command::Watch { since, topics, endpoint } => {
                 object::watch(&Client::new(&endpoint.endpoint), since, topics).await
             }

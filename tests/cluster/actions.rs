@@ -327,3 +327,60 @@ async fn alertmanager_firing_then_resolved_and_a_leader_kill_loses_no_action() {
         c.call(survivor, Method::POST, "/v1/alertmanager", Some(json!({"version": "3", "alerts": []}))).await;
     assert_eq!((status, err["field"].as_str()), (400, Some("version")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_submits_lists_claims_and_completes_actions() {
+    use crate::util::cli;
+    let c = Cluster::start(1).await;
+    let e = c.peer(1).url();
+    let run = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--endpoint", &e]);
+        let out = cli(&all);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let submitted = run(&[
+        "action",
+        "submit",
+        "--type",
+        "restart_service",
+        "--target",
+        "web-1",
+        "--priority",
+        "2",
+        "--param",
+        "service=nginx",
+        "--param",
+        "grace_s=5",
+    ]);
+    assert_eq!((submitted["status"].as_str(), submitted["position_in_queue"].as_u64()), (Some("queued"), Some(1)));
+    let id = submitted["action_id"].as_u64().unwrap();
+    let listed = run(&["action", "list", "--status", "queued"]);
+    assert_eq!(listed["actions"][0]["action_id"].as_u64(), Some(id), "{listed}");
+    assert_eq!(listed["actions"][0]["parameters"], json!({"service": "nginx", "grace_s": 5}));
+    let claimed = run(&["action", "claim", "--type", "restart_service", "--worker", "w1", "--lease-s", "60"]);
+    assert_eq!(
+        (claimed["action"]["action_id"].as_u64(), claimed["action"]["status"].as_str()),
+        (Some(id), Some("running"))
+    );
+    let id = id.to_string();
+    let done = run(&["action", "complete", &id, "--worker", "w1", "--result", "restarted"]);
+    assert_eq!(
+        (done["action"]["status"].as_str(), done["action"]["message"].as_str()),
+        (Some("completed"), Some("restarted"))
+    );
+    assert_eq!(run(&["action", "show", &id])["status"], "completed");
+    assert_eq!(run(&["action", "status"])["layers"]["deterministic"]["actions_processed"], 1);
+    assert_eq!(run(&["action", "policy", "--max-attempts", "5"])["policy"]["max_attempts"], 5);
+    // A late report is refused by the cluster: exit 1, one line.
+    let late = cli(&["action", "fail", &id, "--worker", "w1", "--endpoint", &e]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&late.stderr).contains("409"), "{}", String::from_utf8_lossy(&late.stderr));
+    // A usage error: exit 1, one line naming the option, and nothing sent.
+    let bad = cli(&["action", "submit", "--type", "x", "--target", "t", "--param", "oops", "--endpoint", &e]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr.contains("--param") && stderr.trim().lines().count() == 1, "{stderr}");
+    assert_eq!(run(&["action", "list"])["actions"].as_array().unwrap().len(), 1);
+}
