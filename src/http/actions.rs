@@ -269,7 +269,7 @@ pub async fn report_anomaly(State(app): State<AppState>, JsonBody(mut body): Jso
     let confidence =
         body.f64("confidence_score")?.ok_or_else(|| ApiError::invalid("confidence_score", "is required"))?;
     if !(0.0..=1.0).contains(&confidence) {
-        return Err(ApiError::invalid("confidence_score", "confidence_score must be between 0.0 and 1.0"));
+        return Err(ApiError::invalid("confidence_score", "must be between 0.0 and 1.0"));
     }
     let details = json_map("details", body.object("details")?.unwrap_or_default())?;
     let recommended_action =
@@ -282,7 +282,7 @@ pub async fn report_anomaly(State(app): State<AppState>, JsonBody(mut body): Jso
             let target = target_of(&details).ok_or_else(|| {
                 ApiError::invalid(
                     "details",
-                    "name what to act on: details.node, details.target (or instance, pod, deployment)",
+                    "name what to act on: details.node, details.target (or instance, pod, deployment, domain, site)",
                 )
             })?;
             Some(ActionSpec {
@@ -388,10 +388,11 @@ fn parse_alert(alert: &Value) -> Result<(bool, AnomalyReport, Option<ActionSpec>
         }
     };
     let severity = label("severity").unwrap_or_else(|| "warning".into());
-    let mut details = json_map("labels", labels.clone())?;
+    let mut all = labels.clone();
     for (k, v) in &annotations {
-        details.entry(format!("annotation_{k}")).or_insert_with(|| v.to_string());
+        all.entry(format!("annotation_{k}")).or_insert_with(|| v.clone());
     }
+    let mut details = json_map("labels", all)?;
     if let Some(instance) = details.get("instance").cloned() {
         // Prometheus instances are host:port; the node is the host.
         let host: String = serde_json::from_str::<String>(&instance).unwrap_or(instance);
@@ -403,7 +404,7 @@ fn parse_alert(alert: &Value) -> Result<(bool, AnomalyReport, Option<ActionSpec>
         .unwrap_or_else(|| snake_case(&alertname));
     let report = AnomalyReport {
         timestamp: alert["startsAt"].as_str().unwrap_or("").to_string(),
-        kind: alertname,
+        kind: text("labels.alertname", alertname)?,
         severity: severity.clone(),
         confidence: 1.0,
         details: details.clone(),
@@ -421,7 +422,7 @@ fn parse_alert(alert: &Value) -> Result<(bool, AnomalyReport, Option<ActionSpec>
             parameters: BTreeMap::new(),
         }),
         None if firing => {
-            return Err(ApiError::invalid("labels", "name the node or target: labels node, target or instance"))
+            return Err(ApiError::invalid("labels", "name the node or target: labels node, target, instance, pod, deployment, domain or site"))
         }
         _ => None,
     };

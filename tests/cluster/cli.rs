@@ -37,6 +37,19 @@ fn serve_names_a_missing_flag() {
 }
 
 #[test]
+fn a_mistyped_command_line_is_one_line_and_exit_1() {
+    for args in [&["node", "put", "--bogus"][..], &["object", "get"][..], &["nonsense"][..]] {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("switchboard: "), "{stderr}");
+    }
+    let help = cli(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+}
+
+#[test]
 fn clients_say_when_no_peer_answers() {
     let out = cli(&["cluster", "status", "--endpoint", "http://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(1));
