@@ -276,7 +276,7 @@ mod tests {
             }
         }
         let one_by_one = started.elapsed();
-        let applied = Applied { last_applied: None, membership: Default::default(), state: s };
+        let applied = Applied { state: s, ..Default::default() };
         let state_heap = heap_bytes().saturating_sub(empty);
         let before = heap_bytes();
         let started = Instant::now();
