@@ -28,7 +28,8 @@
 //! by the cluster's own `lease_until_ms` and `started_ms`, unless the holder reported a
 //! failure first (`overlapping-leases`; skipped when the clock nemesis ran, since the
 //! times come from different peers' clocks); a completion is taken only from the worker
-//! that holds the latest claim (`stale-completion`). Running an action again after its
+//! that holds the latest claim (`stale-completion`); a worker runs only what a claim
+//! handed to it (`run-without-claim`). Running an action again after its
 //! lease expired is at-least-once execution, as designed, and is only counted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -310,7 +311,22 @@ pub fn check(ops: &[Operation]) -> Report {
             }
         }
     }
+    // Every run follows the claim that handed its attempt to its worker.
     let runs = ops.iter().filter(|o| o.f == F::Run).count();
+    for op in ops.iter().filter(|o| o.f == F::Run) {
+        let v = &op.invoke_value;
+        let (id, worker, attempt) = (num(v, "action_id"), text(v, "worker"), num(v, "attempt"));
+        let claimed = id.and_then(|id| claims.get(&id)).is_some_and(|l| {
+            l.iter().any(|c| {
+                Some(&c.worker) == worker.as_ref()
+                    && Some(c.attempt) == attempt
+                    && c.op.complete_time.is_some_and(|t| t <= op.invoke_time)
+            })
+        });
+        if !claimed {
+            add("run-without-claim", id, format!("a run of {v} follows no claim that handed it over"), vec![op]);
+        }
+    }
     let count = |s: &str| finals.values().filter(|f| f.status == s).count();
     let valid = if anomalies.is_empty() { Validity::Valid } else { Validity::Invalid };
     let lease_note = if clock_faults {
@@ -527,6 +543,15 @@ mod tests {
         h.report(F::Complete, 1, "w1", 1, Type::Ok);
         h.final_read(&[(1, "job-1", "completed", 4)]);
         assert_eq!(kinds(&h.check()), ["stale-completion", "too-many-attempts"]);
+    }
+
+    #[test]
+    fn a_run_without_a_claim_is_found() {
+        let mut h = good();
+        let run = json!({"action_id": 1, "worker": "w2", "attempt": 1});
+        h.op(3, F::Run, &action_key(1), run.clone(), Type::Ok, run);
+        h.final_read(&[(1, "job-1", "completed", 1), (2, "job-2", "completed", 2)]);
+        assert_eq!(kinds(&h.check()), ["run-without-claim"]);
     }
 
     #[test]
