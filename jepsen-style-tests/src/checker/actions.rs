@@ -27,7 +27,10 @@
 //! (`double-claim`); a claim is answered only after the previous holder's lease ran out
 //! by the cluster's own `lease_until_ms` and `started_ms`, unless the holder reported a
 //! failure first (`overlapping-leases`; skipped when the clock nemesis ran, since the
-//! times come from different peers' clocks); a completion is taken only from the worker
+//! times come from different peers' clocks); a claim is answered no sooner than the
+//! previous claim's `lease_s` after that claim was sent, by the harness's clock, unless
+//! the holder reported a failure first (`lease-cut-short`; under the clock nemesis only
+//! reported, not judged); a completion is taken only from the worker
 //! that holds the latest claim (`stale-completion`); a worker runs only what a claim
 //! handed to it (`run-without-claim`). Running an action again after its
 //! lease expired is at-least-once execution, as designed, and is only counted.
@@ -193,6 +196,9 @@ pub fn check(ops: &[Operation]) -> Report {
     }
     let reports = |f: F, id: u64| ops.iter().filter(move |o| o.f == f && id_of_key(&o.key) == Some(id));
     let mut lease_checks = 0;
+    // Leases cut short by the harness's clock while the clock nemesis ran: reported, not a
+    // verdict (leases are kept by wall clocks).
+    let mut cut_short: Vec<String> = Vec::new();
     let mut reruns = 0;
     for (&id, list) in claims.iter_mut() {
         list.sort_by_key(|c| (c.attempt, c.op.invoke_index));
@@ -220,10 +226,6 @@ pub fn check(ops: &[Operation]) -> Report {
                 );
                 continue;
             }
-            if clock_faults {
-                continue;
-            }
-            lease_checks += 1;
             // The holder gave the action back before the next claim was answered.
             let released = reports(F::Fail, id).any(|r| {
                 r.outcome != Type::Fail
@@ -231,6 +233,30 @@ pub fn check(ops: &[Operation]) -> Report {
                     && num(&r.invoke_value, "attempt") == Some(a.attempt)
                     && b.op.complete_time.is_some_and(|t| r.invoke_time < t)
             });
+            // By the harness's own clock: a lease of `lease_s` begins after the claim was
+            // invoked, so the next claim must not be answered within `lease_s` of that.
+            let lease_ns = num(&a.op.invoke_value, "lease_s").map(|s| s * 1_000_000_000);
+            let early = lease_ns.zip(b.op.complete_time).filter(|&(l, t)| t < a.op.invoke_time + l);
+            if let (Some((l, t)), false) = (early, released) {
+                let message = format!(
+                    "action {id} was handed to {} {:.3}s after {}'s claim of attempt {} was sent, within its {}s \
+                     lease, by the harness's clock",
+                    b.worker,
+                    t.saturating_sub(a.op.invoke_time) as f64 / 1e9,
+                    a.worker,
+                    a.attempt,
+                    l / 1_000_000_000
+                );
+                if clock_faults {
+                    cut_short.push(message);
+                } else {
+                    add("lease-cut-short", Some(id), message, vec![a.op, b.op]);
+                }
+            }
+            if clock_faults {
+                continue;
+            }
+            lease_checks += 1;
             if b.started_ms < a.lease_until_ms && !released {
                 add(
                     "overlapping-leases",
@@ -330,7 +356,11 @@ pub fn check(ops: &[Operation]) -> Report {
     let count = |s: &str| finals.values().filter(|f| f.status == s).count();
     let valid = if anomalies.is_empty() { Validity::Valid } else { Validity::Invalid };
     let lease_note = if clock_faults {
-        "; lease overlap not checked (the clock nemesis ran)".to_string()
+        format!(
+            "; lease overlap by the cluster's clock not checked (the clock nemesis ran); {} leases cut short by the \
+             harness's clock (not judged)",
+            cut_short.len()
+        )
     } else {
         format!("; {lease_checks} lease hand-overs checked")
     };
@@ -351,6 +381,7 @@ pub fn check(ops: &[Operation]) -> Report {
             "accepted": n_ok, "indeterminate": n_info, "failed_submissions": n_fail, "final_actions": finals.len(),
             "completed": count("completed"), "failed": count("failed"), "runs": runs, "completions_taken": completions,
             "claimed_more_than_once": reruns, "lease_checks": lease_checks, "clock_faults": clock_faults,
+            "leases_cut_short_under_clock_faults": cut_short,
         }),
     }
 }
@@ -364,6 +395,8 @@ mod tests {
     struct H {
         ops: Vec<Operation>,
         t: u64,
+        /// The lease claims ask for; 0 (the default) never expires by the harness's clock.
+        lease_s: u64,
     }
 
     impl H {
@@ -390,7 +423,7 @@ mod tests {
         fn claim(&mut self, id: u64, worker: &str, attempt: u64, started: u64, lease_until: u64) {
             let v = json!({"action_id": id, "worker": worker, "attempts": attempt, "started_ms": started,
                            "lease_until_ms": lease_until});
-            self.op(2, F::Claim, QUEUE_KEY, json!({"worker": worker}), Type::Ok, v);
+            self.op(2, F::Claim, QUEUE_KEY, json!({"worker": worker, "lease_s": self.lease_s}), Type::Ok, v);
             let run = json!({"action_id": id, "worker": worker, "attempt": attempt});
             self.op(2, F::Run, &action_key(id), run.clone(), Type::Ok, run);
         }
@@ -543,6 +576,24 @@ mod tests {
         h.report(F::Complete, 1, "w1", 1, Type::Ok);
         h.final_read(&[(1, "job-1", "completed", 4)]);
         assert_eq!(kinds(&h.check()), ["stale-completion", "too-many-attempts"]);
+    }
+
+    #[test]
+    fn a_lease_cut_short_by_the_harness_clock_is_found_or_reported_under_clock_faults() {
+        let mut h = H { lease_s: 2, ..H::default() };
+        h.submit("job-1", Type::Ok, 1);
+        // The cluster's times say the lease had expired; the harness saw 2 ms pass.
+        h.claim(1, "w1", 1, 1000, 3000);
+        h.claim(1, "w2", 2, 3100, 5100);
+        h.report(F::Complete, 1, "w2", 2, Type::Ok);
+        h.final_read(&[(1, "job-1", "completed", 2)]);
+        assert_eq!(kinds(&h.check()), ["lease-cut-short"]);
+        if let Some(read) = h.ops.last_mut() {
+            read.value["clock_faults"] = json!(true);
+        }
+        let r = h.check();
+        assert_eq!(r.valid, Validity::Valid, "{}", r.render());
+        assert!(r.summary.contains("1 leases cut short"), "{}", r.summary);
     }
 
     #[test]

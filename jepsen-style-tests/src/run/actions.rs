@@ -287,7 +287,8 @@ impl Worker {
     /// Claims an action; its id and attempt when the cluster handed one over.
     fn claim(&mut self) -> Option<(u64, u64)> {
         let (peer, addr) = self.addr();
-        self.recorder.invoke(self.process, F::Claim, QUEUE_KEY, json!({"worker": self.name}), peer);
+        let invoke = json!({"worker": self.name, "lease_s": LEASE_S});
+        self.recorder.invoke(self.process, F::Claim, QUEUE_KEY, invoke, peer);
         let body = json!({"types": [TYPE], "worker": self.name, "lease_s": LEASE_S});
         let outcome = classify(http::post(addr, "/v1/actions/claim", &body, self.timeout));
         let (kind, value, error, claimed) = match outcome {
