@@ -32,7 +32,8 @@
 //! the holder reported a failure first (`lease-cut-short`; under the clock nemesis only
 //! reported, not judged); a completion is taken only from the worker
 //! that holds the latest claim (`stale-completion`); a worker runs only what a claim
-//! handed to it (`run-without-claim`). Running an action again after its
+//! handed to it (`run-without-claim`); a claim's answer shows the action `running`,
+//! held by the claimer (`claim-not-held`). Running an action again after its
 //! lease expired is at-least-once execution, as designed, and is only counted.
 
 use std::collections::{BTreeMap, HashMap};
@@ -155,7 +156,10 @@ pub fn check(ops: &[Operation]) -> Report {
             Some(f) => add(
                 "unfinished",
                 Some(id),
-                format!("accepted action {id} is still {} after the drain: it neither completed nor failed", f.status),
+                format!(
+                    "accepted action {id} is still {} after the drain, after {} attempts: it neither completed nor failed",
+                    f.status, f.attempts
+                ),
                 vec![op],
             ),
         }
@@ -187,10 +191,25 @@ pub fn check(ops: &[Operation]) -> Report {
     let mut claims: BTreeMap<u64, Vec<Claim>> = BTreeMap::new();
     for op in ops.iter().filter(|o| o.f == F::Claim && o.outcome == Type::Ok && !o.value.is_null()) {
         let v = &op.value;
-        let (Some(id), Some(worker), Some(attempt)) = (num(v, "action_id"), text(v, "worker"), num(v, "attempts"))
-        else {
-            return unknown(format!("a claim's answer lacks action_id, worker or attempts: {op}"));
+        let (Some(id), Some(attempt)) = (num(v, "action_id"), num(v, "attempts")) else {
+            return unknown(format!("a claim's answer lacks action_id or attempts: {op}"));
         };
+        let Some(worker) = text(&op.invoke_value, "worker") else {
+            return unknown(format!("a claim names no worker: {op}"));
+        };
+        // The answer must show the action running, held by the claimer.
+        if text(v, "status").is_some_and(|s| s != "running") || text(v, "worker").as_ref() != Some(&worker) {
+            add(
+                "claim-not-held",
+                Some(id),
+                format!(
+                    "a claim by {worker} was answered with action {id} {}, held by {}: not running for the claimer",
+                    text(v, "status").unwrap_or_default(),
+                    v.get("worker").unwrap_or(&Value::Null)
+                ),
+                vec![op],
+            );
+        }
         let (started_ms, lease_until_ms) = (num(v, "started_ms").unwrap_or(0), num(v, "lease_until_ms").unwrap_or(0));
         claims.entry(id).or_default().push(Claim { op, worker, attempt, started_ms, lease_until_ms });
     }
@@ -594,6 +613,17 @@ mod tests {
         let r = h.check();
         assert_eq!(r.valid, Validity::Valid, "{}", r.render());
         assert!(r.summary.contains("1 leases cut short"), "{}", r.summary);
+    }
+
+    #[test]
+    fn a_claim_answered_with_an_action_not_held_is_found() {
+        let mut h = good();
+        let v = json!({"action_id": 3, "worker": null, "attempts": 1, "status": "queued", "started_ms": 2000,
+                       "lease_until_ms": null});
+        h.op(2, F::Claim, QUEUE_KEY, json!({"worker": "w1"}), Type::Ok, v);
+        h.submit("job-3", Type::Ok, 3);
+        h.final_read(&[(1, "job-1", "completed", 1), (2, "job-2", "completed", 2), (3, "job-3", "failed", 3)]);
+        assert_eq!(kinds(&h.check()), ["claim-not-held"]);
     }
 
     #[test]
