@@ -16,6 +16,9 @@ pub enum Workload {
     Set,
     /// Object writes and the change feeds of other regions: delivered exactly once, in order.
     Changefeed,
+    /// The action queue: submissions, workers' claims, runs and reports, a final read; every
+    /// accepted action completes or fails, none lost or run twice.
+    Actions,
     /// DNS answers around node deaths (`dns.jsonl`): failover, agreement, availability.
     Dns,
 }
@@ -26,19 +29,23 @@ impl Workload {
             Workload::Register => "register",
             Workload::Set => "set",
             Workload::Changefeed => "changefeed",
+            Workload::Actions => "actions",
             Workload::Dns => "dns",
         }
     }
 
     /// Whether a history event belongs to this workload (a run's history mixes them): the
-    /// set's key is `set`, the change feed's keys start with `cf-`, the rest are registers.
+    /// set's key is `set`, the change feed's keys start with `cf-`, the action queue's with
+    /// `aq-`, the rest are registers.
     pub fn owns(self, key: &str) -> bool {
         let set = key == crate::run::workload::SET_KEY;
         let feed = key.starts_with(checker::changefeed::KEY_PREFIX);
+        let queue = key.starts_with(checker::actions::KEY_PREFIX);
         match self {
             Workload::Set => set,
             Workload::Changefeed => feed,
-            Workload::Register => !set && !feed,
+            Workload::Actions => queue,
+            Workload::Register => !set && !feed && !queue,
             Workload::Dns => false,
         }
     }
@@ -51,6 +58,7 @@ pub fn check_events(workload: Workload, events: &[history::Event], budget: Durat
         Workload::Register => checker::linearizable::check(&ops, budget),
         Workload::Set => checker::set::check(&ops),
         Workload::Changefeed => checker::changefeed::check(&ops),
+        Workload::Actions => checker::actions::check(&ops),
         Workload::Dns => {
             return Err("a DNS log is not an operation history; check dns.jsonl with --workload dns".into())
         }

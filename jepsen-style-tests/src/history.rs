@@ -44,6 +44,20 @@ pub enum F {
     /// An acknowledgement of change-feed events (changefeed workload): `value` is the list
     /// of event ids.
     Ack,
+    /// A submission of an action (actions workload): `value` is `{"target"}` on invoke,
+    /// `{"action_id", "status", "duplicate"}` on `ok`.
+    Submit,
+    /// A worker's claim (actions workload): `value` is `{"worker"}` on invoke, the claimed
+    /// action (`{"action_id", "worker", "attempts", "started_ms", "lease_until_ms"}`) or
+    /// `null` on `ok`.
+    Claim,
+    /// A worker starts executing a claimed action (actions workload): invoked and `ok` at
+    /// once with `{"action_id", "worker", "attempt"}`.
+    Run,
+    /// A worker reports an action done (actions workload): `{"worker", "attempt"}`.
+    Complete,
+    /// A worker reports an action failed (actions workload): `{"worker", "attempt"}`.
+    Fail,
 }
 
 impl fmt::Display for F {
@@ -55,6 +69,11 @@ impl fmt::Display for F {
             F::Add => "add",
             F::Deliver => "deliver",
             F::Ack => "ack",
+            F::Submit => "submit",
+            F::Claim => "claim",
+            F::Run => "run",
+            F::Complete => "complete",
+            F::Fail => "fail",
         };
         f.write_str(s)
     }

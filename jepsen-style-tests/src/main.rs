@@ -18,7 +18,7 @@ enum Command {
     /// Check a history file. Exit 0: valid, 1: anomaly found, 2: no verdict.
     Check {
         /// Which checker: register (linearizability per key), set (completeness), changefeed
-        /// (exactly-once delivery) or dns (a run's dns.jsonl).
+        /// (exactly-once delivery), actions (the action queue) or dns (a run's dns.jsonl).
         #[arg(long, value_enum)]
         workload: Workload,
         /// Give up with "unknown" after this many seconds of search.

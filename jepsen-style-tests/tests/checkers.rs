@@ -25,6 +25,7 @@ fn shipped_histories_have_the_verdict_their_name_says() {
             Some("register") => Workload::Register,
             Some("set") => Workload::Set,
             Some("changefeed") => Workload::Changefeed,
+            Some("actions") => Workload::Actions,
             Some("dns") => Workload::Dns,
             _ => panic!("{name}: unknown workload prefix"),
         };

@@ -3,8 +3,11 @@
 //! - [`linearizable`]: every key behaves as one atomic register (read, write, cas).
 //! - [`set`]: a final read holds every acknowledged add and nothing never added.
 //! - [`changefeed`]: every acknowledged write reaches each region's change feed once, in order.
+//! - [`actions`]: every accepted action completes or fails, none lost, completed twice or
+//!   handed out under overlapping leases.
 //! - [`dns`]: every peer fails over from a dead node in time, and agrees after the final heal.
 
+pub mod actions;
 pub mod changefeed;
 pub mod dns;
 pub mod linearizable;

@@ -61,6 +61,9 @@ impl Step {
             },
             F::Add => bad("'add' is not a register operation (use --workload set)"),
             F::Deliver | F::Ack => bad("'deliver' and 'ack' are not register operations (use --workload changefeed)"),
+            F::Submit | F::Claim | F::Run | F::Complete | F::Fail => {
+                bad("action-queue operations are not register operations (use --workload actions)")
+            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub fn coverage(records: &[Record], events: &[Event], extra_ok: &[(u64, u64)]) -
             let during: Vec<_> = ops
                 .iter()
                 .filter(|o| o.outcome == Type::Ok && o.invoke_time >= from && o.complete_time.is_some_and(|c| c <= to))
+                // A worker's `run` is its own event, not an answer of the cluster.
+                .filter(|o| o.f != F::Run)
                 .collect();
             let ok_during = during.len() + extra_ok.iter().filter(|&&(i, c)| i >= from && c <= to).count();
             let ok_writes_during = during.iter().filter(|o| !matches!(o.f, F::Read | F::Deliver)).count();

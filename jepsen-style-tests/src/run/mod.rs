@@ -1,6 +1,7 @@
 //! `jepsen run`: real peers in network namespaces, clients recording a history, faults from
 //! a seeded schedule, then the checks. See docs/jepsen.md.
 
+pub mod actions;
 pub mod changefeed;
 pub mod checks;
 pub mod clock;
@@ -42,7 +43,7 @@ pub struct RunArgs {
     /// membership, snapshot-crash, clock, all, none.
     #[arg(long, default_value = "partition,kill,pause")]
     pub nemesis: String,
-    /// Workloads, comma-separated: register, set, changefeed, dns.
+    /// Workloads, comma-separated: register, set, changefeed, actions, dns.
     #[arg(long, default_value = "register,set")]
     pub workload: String,
     /// Seed of the fault schedule and of the operations; random when not given.
@@ -85,6 +86,8 @@ pub struct RunArgs {
 const RECOVERY: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the action-queue workers may take to empty the queue after the final heal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(50);
 
 /// Runs the test; returns the exit code (0 valid, 1 anomaly, 2 unknown or harness failure).
@@ -191,18 +194,21 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
             "register" => Workload::Register,
             "set" => Workload::Set,
             "changefeed" => Workload::Changefeed,
+            "actions" => Workload::Actions,
             "dns" => {
                 dns = true;
                 continue;
             }
-            other => return Err(format!("unknown workload '{other}'; choose from register, set, changefeed, dns")),
+            other => {
+                return Err(format!("unknown workload '{other}'; choose from register, set, changefeed, actions, dns"))
+            }
         };
         if !workloads.contains(&w) {
             workloads.push(w);
         }
     }
     if workloads.is_empty() && !dns {
-        return Err("--workload names no workload; choose from register, set, changefeed, dns".into());
+        return Err("--workload names no workload; choose from register, set, changefeed, actions, dns".into());
     }
     if args.concurrency < workloads.len() as u64 {
         return Err(format!("--concurrency {} is less than the {} workloads", args.concurrency, workloads.len()));
@@ -258,6 +264,9 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
         regions.extend(changefeed::REGIONS);
     }
     bring_up(&mut peers, &regions)?;
+    if plan.workloads.contains(&Workload::Actions) {
+        actions::setup(&plan.ids, START_TIMEOUT)?;
+    }
     println!("  cluster of {} peers is up", plan.ids.len());
     let deaths = if plan.dns { dns::deaths(seed, time) } else { Vec::new() };
     if plan.dns {
@@ -284,6 +293,12 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     };
     let feeds = if plan.workloads.contains(&Workload::Changefeed) {
         Some(changefeed::Feeds::start(recorder.clone(), &plan.ids, client_timeout)?)
+    } else {
+        None
+    };
+    let workers = if plan.workloads.contains(&Workload::Actions) {
+        let clock = plan.nemeses.contains(&Nemesis::Clock);
+        Some(actions::Workers::start(recorder.clone(), &plan.ids, client_timeout, seed, clock)?)
     } else {
         None
     };
@@ -395,6 +410,9 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     }
     if let Some(feeds) = feeds {
         println!("  changefeed: {}", feeds.drain(CONVERGE_TIMEOUT)?);
+    }
+    if let Some(workers) = workers {
+        println!("  actions: {}", workers.drain(DRAIN_TIMEOUT)?);
     }
     unexpected_exits.extend(peers.reap_exited().into_iter().map(|(id, s)| format!("peer {id} exited on its own: {s}")));
     peers.stop_all(Duration::from_secs(5));

@@ -134,12 +134,16 @@ impl Outcome {
 }
 
 /// The longest stretch, from the first acknowledged write to `until` (the final heal), in
-/// which no write (write, cas, add, ack) was acknowledged, in nanoseconds: reported, not a
+/// which no write (write, cas, add, ack, submit, complete) was acknowledged, in nanoseconds: reported, not a
 /// verdict (a majority down has one by design), but a leader that takes no writes shows here.
 pub fn longest_write_gap(events: &[Event], until: u64) -> Option<(u64, u64)> {
     let mut times: Vec<u64> = events
         .iter()
-        .filter(|e| e.kind == Type::Ok && matches!(e.f, F::Write | F::Cas | F::Add | F::Ack) && e.time <= until)
+        .filter(|e| {
+            e.kind == Type::Ok
+                && matches!(e.f, F::Write | F::Cas | F::Add | F::Ack | F::Submit | F::Complete)
+                && e.time <= until
+        })
         .map(|e| e.time)
         .collect();
     times.sort_unstable();

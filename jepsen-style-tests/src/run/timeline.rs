@@ -18,10 +18,14 @@ pub fn render(events: &[Event], faults: &[Record], lanes: u64, title: &str) -> S
     let span = end_ns.max(fault_end).max(1.0);
     let x = |ns: f64| LEFT + ns / span * (WIDTH - LEFT - 10.0);
     let threads = lanes.max(1);
-    // The change feed's consumers get a lane each, below the client threads.
-    let lane_of = |process: u64| match super::changefeed::consumer_lane(process) {
-        Some(k) => threads + k,
-        None => process % threads,
+    // The change feed's consumers and the action queue's workers get a lane each, below
+    // the client threads.
+    let consumers = super::changefeed::CONSUMERS.len() as u64;
+    let lane_of = |process: u64| match (super::changefeed::consumer_lane(process), super::actions::worker_lane(process))
+    {
+        (Some(k), _) => threads + k,
+        (None, Some(k)) => threads + consumers + k,
+        (None, None) => process % threads,
     };
     let lanes = ops.iter().map(|o| lane_of(o.process) + 1).max().unwrap_or(0).max(threads);
     let height = TOP + lanes as f64 * LANE + 40.0;
@@ -52,6 +56,7 @@ pub fn render(events: &[Event], faults: &[Record], lanes: u64, title: &str) -> S
     for lane in 0..lanes {
         let y = TOP + lane as f64 * LANE;
         let name = match lane.checked_sub(threads) {
+            Some(k) if k >= consumers => format!("worker w{}", k - consumers + 1),
             Some(k) => super::changefeed::CONSUMERS.get(k as usize).map_or("feed".into(), |(r, n)| format!("{r}-{n}")),
             None => format!("thread {lane}"),
         };

@@ -84,6 +84,7 @@ impl Client {
                 // The DNS workload has threads of its own (run/dns.rs), never an HTTP client.
                 Workload::Dns => return,
                 Workload::Changefeed => self.feed_write(&mut rng, process, &mut clocks),
+                Workload::Actions => self.submit_action(process),
                 Workload::Set => {
                     if rng.gen_bool(0.05) {
                         self.set_read(process)
@@ -201,6 +202,31 @@ impl Client {
             other => other,
         };
         self.finish(process, F::Write, &key, clock, &outcome)
+    }
+
+    /// A submission of an action for a target no other submission uses (so no conflict,
+    /// dedup or rate limit applies); the ok value carries the id the cluster gave it.
+    fn submit_action(&self, process: u64) -> bool {
+        let n = self.next_element.fetch_add(1, Ordering::Relaxed);
+        let target = format!("job-{process}-{n}");
+        let key = crate::checker::actions::QUEUE_KEY;
+        let invoke = json!({ "target": target });
+        self.recorder.invoke(process, F::Submit, key, invoke.clone(), self.peer);
+        let body = json!({"type": super::actions::TYPE, "target": target, "source": "deterministic", "priority": 3,
+                          "confidence": 1.0, "parameters": {"n": n}});
+        let outcome = match classify(http::post(self.addr, "/v1/actions", &body, self.timeout)) {
+            Outcome::Ok(r) => match r.body.get("action_id").and_then(Value::as_u64) {
+                Some(id) => {
+                    let value = json!({"action_id": id, "status": r.body.get("status"),
+                                       "duplicate": r.body.get("duplicate")});
+                    self.recorder.record(process, Type::Ok, F::Submit, key, value, self.peer, None);
+                    return false;
+                }
+                None => Outcome::Info(format!("unexpected answer to a submission: {}", r.body)),
+            },
+            other => other,
+        };
+        self.finish(process, F::Submit, key, invoke, &outcome)
     }
 
     pub fn set_read(&self, process: u64) -> bool {
