@@ -190,13 +190,24 @@ pub async fn claim(State(app): State<AppState>, JsonBody(mut body): JsonBody) ->
         _ => None,
     };
     app.peer.applied_locally(outcome.revision).await?;
-    let action = claimed.and_then(|id| app.peer.state.read().state.engine.actions.get(&id).map(action_view));
+    // The action as the claim left it: a later change (e.g. its lease already expired)
+    // must not make the worker doubt what it was handed.
+    let action = claimed.and_then(|c| {
+        let mut view = app.peer.state.read().state.engine.actions.get(&c.id).map(action_view)?;
+        view["status"] = json!("running");
+        view["worker"] = json!(c.worker);
+        view["attempts"] = json!(c.attempt);
+        view["started_ms"] = json!(c.started_ms);
+        view["lease_until_ms"] = json!(c.lease_until_ms);
+        Some(view)
+    });
     Ok(Json(json!({"action": action, "revision": outcome.revision})))
 }
 
 async fn report(app: AppState, id: u64, mut body: Fields, ok: bool) -> Answer {
     let worker = text("worker", body.string("worker")?)?;
     let message = body.opt_string(if ok { "result" } else { "error" })?;
+    let attempt = body.opt_u64("attempt")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     body.finish()?;
     if message.as_ref().is_some_and(|m| m.len() > MAX_FIELD_LEN * 4) {
         return Err(ApiError::invalid(
@@ -204,7 +215,7 @@ async fn report(app: AppState, id: u64, mut body: Fields, ok: bool) -> Answer {
             format!("is over {} bytes", MAX_FIELD_LEN * 4),
         ));
     }
-    let outcome = app.peer.write(Command::ReportAction { id, worker, ok, message, at_ms: now_ms() }).await?;
+    let outcome = app.peer.write(Command::ReportAction { id, worker, attempt, ok, message, at_ms: now_ms() }).await?;
     app.peer.applied_locally(outcome.revision).await?;
     let action = app.peer.state.read().state.engine.actions.get(&id).map(action_view);
     Ok(Json(json!({"action": action, "revision": outcome.revision})))
@@ -422,7 +433,10 @@ fn parse_alert(alert: &Value) -> Result<(bool, AnomalyReport, Option<ActionSpec>
             parameters: BTreeMap::new(),
         }),
         None if firing => {
-            return Err(ApiError::invalid("labels", "name the node or target: labels node, target, instance, pod, deployment, domain or site"))
+            return Err(ApiError::invalid(
+                "labels",
+                "name the node or target: labels node, target, instance, pod, deployment, domain or site",
+            ))
         }
         _ => None,
     };

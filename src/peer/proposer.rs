@@ -8,6 +8,9 @@
 //! hold a revision for a version it did not write, and `?cas` on it would pass). The
 //! second one waits for the next entry.
 //!
+//! Times in commands (`at_ms`) are set here, by the leader's clock, whichever peer took
+//! the request.
+//!
 //! An entry that is not committed within the commit timeout frees its slot and its writes
 //! are answered "indeterminate": a leader that lost its uncommitted entries (e.g. to a
 //! snapshot installed while it was cut off) never hears about them again, and must not
@@ -15,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -95,7 +98,14 @@ async fn run(
 }
 
 async fn propose(raft: &Raft, metrics: &Metrics, pending: Vec<Pending>, commit_timeout: Duration) {
-    let (commands, replies): (Vec<_>, Vec<_>) = pending.into_iter().map(|p| (p.command, p.reply)).unzip();
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let (commands, replies): (Vec<_>, Vec<_>) = pending
+        .into_iter()
+        .map(|mut p| {
+            p.command.stamp(now_ms);
+            (p.command, p.reply)
+        })
+        .unzip();
     metrics.proposals.inc();
     metrics.proposed_commands.inc_by(commands.len() as u64);
     metrics.batch_size.observe(commands.len() as f64);

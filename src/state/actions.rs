@@ -167,6 +167,16 @@ pub struct ActionSpec {
     pub parameters: BTreeMap<String, String>,
 }
 
+/// What a claim handed out: the attempt the worker now holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub id: u64,
+    pub worker: String,
+    pub attempt: u32,
+    pub started_ms: u64,
+    pub lease_until_ms: u64,
+}
+
 /// What a submission did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {
@@ -393,7 +403,7 @@ impl State {
         kinds: &[String],
         lease_ms: u64,
         at_ms: u64,
-    ) -> Option<u64> {
+    ) -> Option<Claim> {
         let engine = &mut self.engine;
         if engine.running() >= engine.policy.max_active as usize {
             return None;
@@ -410,7 +420,13 @@ impl State {
         a.attempts += 1;
         a.started_ms = Some(at_ms);
         a.revision = index;
-        Some(id)
+        Some(Claim {
+            id,
+            worker: worker.to_string(),
+            attempt: a.attempts,
+            started_ms: at_ms,
+            lease_until_ms: at_ms + lease_ms,
+        })
     }
 
     /// The worker holding the action reports its end.
@@ -419,12 +435,14 @@ impl State {
         index: u64,
         id: u64,
         worker: &str,
+        attempt: Option<u32>,
         ok: bool,
         message: Option<String>,
         at_ms: u64,
     ) -> Result<(), Error> {
         let a = self.engine.actions.get(&id).ok_or_else(|| Error::not_found("action", &id.to_string()))?;
-        if a.status != Status::Running || a.worker.as_deref() != Some(worker) {
+        let stale_attempt = attempt.is_some_and(|n| n != a.attempts);
+        if a.status != Status::Running || a.worker.as_deref() != Some(worker) || stale_attempt {
             let holder = a.worker.as_deref().map(|w| format!(" by worker '{w}'")).unwrap_or_default();
             return Err(Error::Refused {
                 message: format!(
@@ -660,15 +678,16 @@ mod tests {
         s.engine.policy.max_attempts = 2;
         let a = submit(&mut s, 1, spec("probe", "t", Source::Deterministic, 3, 1.0));
         let kinds = vec!["probe".to_string()];
-        assert_eq!(s.claim_action(2, "w1", &kinds, 1000, 10_000), Some(a.id));
-        assert_eq!(s.claim_action(3, "w2", &kinds, 1000, 10_000), None, "held by w1");
+        assert_eq!(s.claim_action(2, "w1", &kinds, 1000, 10_000).map(|c| (c.id, c.attempt)), Some((a.id, 1)));
+        assert!(s.claim_action(3, "w2", &kinds, 1000, 10_000).is_none(), "held by w1");
         s.expire_leases(4, 11_000);
         let x = &s.engine.actions[&a.id];
         assert_eq!((x.status, x.not_before_ms), (Status::Queued, 16_000));
-        assert_eq!(s.claim_action(5, "w2", &kinds, 1000, 15_000), None, "backing off");
-        assert_eq!(s.claim_action(6, "w2", &kinds, 1000, 16_000), Some(a.id));
-        assert!(s.report_action(7, a.id, "w1", true, None, 16_500).is_err(), "w1 lost the lease");
-        s.report_action(8, a.id, "w2", false, Some("boom".into()), 16_600).unwrap();
+        assert!(s.claim_action(5, "w2", &kinds, 1000, 15_000).is_none(), "backing off");
+        assert_eq!(s.claim_action(6, "w2", &kinds, 1000, 16_000).map(|c| c.attempt), Some(2));
+        assert!(s.report_action(7, a.id, "w1", None, true, None, 16_500).is_err(), "w1 lost the lease");
+        assert!(s.report_action(7, a.id, "w2", Some(1), true, None, 16_500).is_err(), "attempt 1 is over");
+        s.report_action(8, a.id, "w2", Some(2), false, Some("boom".into()), 16_600).unwrap();
         assert_eq!(s.engine.actions[&a.id].status, Status::Failed);
         assert_eq!(s.engine.stats.processed["deterministic"], 1);
     }

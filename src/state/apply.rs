@@ -303,8 +303,8 @@ impl State {
                 let claimed = self.claim_action(index, worker, kinds, *lease_ms, *at_ms);
                 Ok(Outcome { revision: index, detail: Some(Detail::Claimed(claimed)) })
             }
-            Command::ReportAction { id, worker, ok, message, at_ms } => {
-                self.report_action(index, *id, worker, *ok, message.clone(), *at_ms)?;
+            Command::ReportAction { id, worker, attempt, ok, message, at_ms } => {
+                self.report_action(index, *id, worker, *attempt, *ok, message.clone(), *at_ms)?;
                 Ok(Outcome::at(index))
             }
             Command::ExpireLeases { at_ms } => {

@@ -86,7 +86,7 @@ pub enum Command {
         changes: Vec<RowChange>,
         at_ms: u64,
     },
-    /// A region's write of an object; `at_ms` is the accepting peer's clock.
+    /// A region's write of an object; `at_ms` is the leader's clock when it proposed it.
     PutObject {
         id: String,
         write: ObjectWrite,
@@ -135,7 +135,7 @@ pub enum Command {
     PutScheduler {
         weights: SchedulerWeights,
     },
-    /// A request for a remediation action; `at_ms` is the accepting peer's clock.
+    /// A request for a remediation action; `at_ms` is the leader's clock when it proposed it.
     SubmitAction {
         spec: ActionSpec,
         at_ms: u64,
@@ -151,6 +151,8 @@ pub enum Command {
     ReportAction {
         id: u64,
         worker: String,
+        /// The attempt the worker was handed (from its claim); `None`: whichever it holds.
+        attempt: Option<u32>,
         ok: bool,
         message: Option<String>,
         at_ms: u64,
@@ -181,6 +183,25 @@ pub enum Command {
 }
 
 impl Command {
+    /// Sets the time the command carries to the leader's clock, `now_ms`. Commands are
+    /// stamped by the leader as it proposes them, so every time that decides something
+    /// (lease ends, backoffs, rate windows, sync times) comes from one clock, whichever
+    /// peer took the request.
+    pub fn stamp(&mut self, now_ms: u64) {
+        match self {
+            Command::PutObject { at_ms, .. }
+            | Command::ResolveConflict { at_ms, .. }
+            | Command::AckEvents { at_ms, .. }
+            | Command::RegionHeartbeat { at_ms, .. }
+            | Command::SubmitAction { at_ms, .. }
+            | Command::ClaimAction { at_ms, .. }
+            | Command::ReportAction { at_ms, .. }
+            | Command::ReportAnomaly { at_ms, .. }
+            | Command::ResolveAlert { at_ms, .. } => *at_ms = now_ms,
+            _ => {}
+        }
+    }
+
     /// The one resource this command writes and answers a revision for, as `kind/id`;
     /// `None` for commands that write several, or none a client holds a revision of.
     pub fn resource(&self) -> Option<String> {
@@ -283,8 +304,8 @@ pub enum Detail {
     /// How many events an ack removed, a pull queued, or built-in actions ran.
     Count(usize),
     Submitted(Submitted),
-    /// The action a worker got, if any.
-    Claimed(Option<u64>),
+    /// The action a worker got, if any, as the claim left it.
+    Claimed(Option<super::actions::Claim>),
     Anomaly {
         id: u64,
         submitted: Option<Submitted>,

@@ -148,6 +148,9 @@ async fn a_claimed_action_whose_worker_vanishes_is_retried_then_fails() {
     })
     .await;
     assert_eq!(second["action"]["attempts"], 2);
+    // w2 naming the attempt it no longer holds (the first) is refused too.
+    let stale = json!({"worker": "w2", "attempt": 1});
+    assert_eq!(c.call(2, Method::POST, &format!("/v1/actions/{id}/complete"), Some(stale)).await.0, 409);
     // w1 reporting late is refused; the action stays w2's.
     let (status, _) =
         c.call(1, Method::POST, &format!("/v1/actions/{id}/complete"), Some(json!({"worker": "w1"}))).await;
