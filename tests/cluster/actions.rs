@@ -20,20 +20,9 @@ fn action(kind: &str, target: &str, source: &str, priority: u64, confidence: f64
     json!({"type": kind, "target": target, "source": source, "priority": priority, "confidence": confidence})
 }
 
-/// The action's status on every running peer (local reads), once they agree.
+/// The action as every running peer holds it, once they agree.
 async fn status_everywhere(c: &Cluster, id: u64) -> Value {
-    eventually(Duration::from_secs(10), &format!("every peer to agree on action {id}"), || async {
-        let mut seen = Vec::new();
-        for p in c.running() {
-            let (status, body) = c.call(p, Method::GET, &format!("/v1/actions/{id}?stale"), None).await;
-            if status != 200 {
-                return None;
-            }
-            seen.push(body);
-        }
-        seen.windows(2).all(|w| w[0] == w[1]).then(|| seen.remove(0))
-    })
-    .await
+    c.agreed(&format!("/v1/actions/{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

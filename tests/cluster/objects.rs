@@ -26,20 +26,9 @@ fn write(region: &str, clock: Value, ts: u64, hash: &str) -> Value {
     json!({"region": region, "clock": clock, "timestamp_ms": ts, "size": 100, "hash": hash})
 }
 
-/// The object as every peer reads it locally, once they all agree.
+/// The object as every peer holds it, once they agree.
 async fn agreed(c: &Cluster, id: &str) -> Value {
-    eventually(Duration::from_secs(10), &format!("every peer to hold the same '{id}'"), || async {
-        let mut seen = Vec::new();
-        for p in c.running() {
-            let (status, body) = c.call(p, Method::GET, &format!("/v1/objects/{id}?stale"), None).await;
-            if status != 200 {
-                return None;
-            }
-            seen.push(body);
-        }
-        seen.windows(2).all(|w| w[0] == w[1]).then(|| seen.remove(0))
-    })
-    .await
+    c.agreed(&format!("/v1/objects/{id}")).await
 }
 
 fn hashes(object: &Value) -> Vec<&str> {

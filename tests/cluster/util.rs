@@ -288,6 +288,23 @@ impl Cluster {
         self.call(id, reqwest::Method::PUT, &format!("/v1/nodes/{node}"), Some(body)).await
     }
 
+    /// `GET path?stale` as every running peer answers it from its own copy, once they all
+    /// answer 200 with the same body.
+    pub async fn agreed(&self, path: &str) -> Value {
+        eventually(Duration::from_secs(10), &format!("every peer to answer the same GET {path}"), || async {
+            let mut seen = Vec::new();
+            for p in self.running() {
+                let (status, body) = self.call(p, reqwest::Method::GET, &format!("{path}?stale"), None).await;
+                if status != 200 {
+                    return None;
+                }
+                seen.push(body);
+            }
+            seen.windows(2).all(|w| w[0] == w[1]).then(|| seen.remove(0))
+        })
+        .await
+    }
+
     /// Node id → capacity, as peer `id` reads them (`query`: "" or "?stale").
     pub async fn nodes(&self, id: u64, query: &str) -> std::collections::BTreeMap<String, u64> {
         let (status, body) = self.call(id, reqwest::Method::GET, &format!("/v1/nodes{query}"), None).await;
