@@ -38,7 +38,7 @@ pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
             let builtins: Vec<u64> = engine
                 .queue()
                 .into_iter()
-                .filter(|a| a.is_builtin() && a.not_before_ms <= at_ms)
+                .filter(|a| a.is_builtin() && engine.is_due(a, at_ms))
                 .take(room)
                 .map(|a| a.id)
                 .collect();

@@ -242,6 +242,14 @@ impl Engine {
         pair(&a.kind, &b.kind).then_some("exclusive_types")
     }
 
+    /// Whether a queued action's backoff has passed at `at_ms`. A backoff ending further
+    /// ahead than any backoff can reach was set by a leader whose clock ran ahead of this
+    /// one: it is due now rather than stalled by the difference of the clocks.
+    pub fn is_due(&self, a: &Action, at_ms: u64) -> bool {
+        let longest = self.policy.retry_backoff_ms.saturating_mul(1u64 << self.policy.max_attempts.min(20));
+        a.not_before_ms <= at_ms || a.not_before_ms > at_ms.saturating_add(longest)
+    }
+
     fn position(&self, id: u64) -> Option<usize> {
         self.queue().iter().position(|a| a.id == id).map(|p| p + 1)
     }
@@ -411,7 +419,7 @@ impl State {
         let id = engine
             .queue()
             .into_iter()
-            .find(|a| !a.is_builtin() && kinds.contains(&a.kind) && a.not_before_ms <= at_ms)
+            .find(|a| !a.is_builtin() && kinds.contains(&a.kind) && engine.is_due(a, at_ms))
             .map(|a| a.id)?;
         let a = engine.actions.get_mut(&id).expect("queued action");
         a.status = Status::Running;
@@ -684,6 +692,13 @@ mod tests {
         let x = &s.engine.actions[&a.id];
         assert_eq!((x.status, x.not_before_ms), (Status::Queued, 16_000));
         assert!(s.claim_action(5, "w2", &kinds, 1000, 15_000).is_none(), "backing off");
+        // A leader whose clock is far behind the one that set the backoff (beyond any
+        // backoff's reach) does not wait out the difference.
+        let mut ahead = s.engine.actions[&a.id].clone();
+        ahead.not_before_ms = 30_000;
+        assert!(!s.engine.is_due(&ahead, 16_000), "within reach of a backoff: wait");
+        ahead.not_before_ms = 10_000_000;
+        assert!(s.engine.is_due(&ahead, 16_000), "beyond any backoff: set by a clock far ahead");
         assert_eq!(s.claim_action(6, "w2", &kinds, 1000, 16_000).map(|c| c.attempt), Some(2));
         assert!(s.report_action(7, a.id, "w1", None, true, None, 16_500).is_err(), "w1 lost the lease");
         assert!(s.report_action(7, a.id, "w2", Some(1), true, None, 16_500).is_err(), "attempt 1 is over");
