@@ -1,19 +1,15 @@
 //! The leader's loop: expire leases, run built-in actions.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::peer::Peer;
+use crate::peer::{now_ms, Peer};
 use crate::state::actions::Status;
 use crate::state::Command;
 
 const TICK: Duration = Duration::from_millis(100);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(TICK);

@@ -2,7 +2,7 @@
 //! the differences between the decisions and the committed table.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +75,7 @@ pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
         if changes.is_empty() {
             continue;
         }
-        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let at_ms = crate::peer::now_ms();
         match peer.write_as_leader(Command::Dispatch { changes: changes.clone(), at_ms }).await {
             Ok(_) => {
                 let committed = Instant::now();

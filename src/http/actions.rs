@@ -11,9 +11,9 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::extract::{Fields, JsonBody, Params};
-use super::objects::now_ms;
 use super::registry::{found, read};
 use super::{ApiError, AppState};
+use crate::peer::now_ms;
 use crate::state::actions::{Action, ActionPolicy, ActionSpec, Anomaly, AnomalyReport, Source, Status, Submitted};
 use crate::state::{self, validate, Command, Detail};
 

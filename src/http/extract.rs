@@ -130,6 +130,17 @@ impl Fields {
         }
     }
 
+    /// One of the names a serde enum takes (`allowed` lists them for the error); absent
+    /// means `None`.
+    pub fn one_of<T: serde::de::DeserializeOwned>(&mut self, name: &str, allowed: &str) -> Result<Option<T>, ApiError> {
+        match self.value(name) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|_| ApiError::invalid(name, format!("must be one of {allowed}"))),
+        }
+    }
+
     /// Whatever JSON value the field holds, if any.
     pub fn value(&mut self, name: &str) -> Option<Value> {
         self.map.remove(name).filter(|v| !v.is_null())

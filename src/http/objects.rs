@@ -2,7 +2,6 @@
 //! placement and scheduling.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
@@ -12,36 +11,20 @@ use super::extract::{Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::meta::{placement, schedule};
+use crate::peer::now_ms;
 use crate::state::clock::VClock;
 use crate::state::objects::{Object, ObjectWrite, Resolution, SchedulerWeights, Strategy, SyncMode, Version};
 use crate::state::{validate, Command, Detail};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 fn object_id(raw: &str) -> Result<String, ApiError> {
     validate::object_id("id", raw)?;
     Ok(raw.to_string())
 }
 
-fn enum_field<T: serde::de::DeserializeOwned>(
-    body: &mut Fields,
-    name: &str,
-    allowed: &str,
-) -> Result<Option<T>, ApiError> {
-    match body.value(name) {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|_| ApiError::invalid(name, format!("must be one of {allowed}"))),
-    }
-}
-
-const STRATEGIES: &str = "last_writer_wins, merge, manual, fork";
-const SYNC_MODES: &str = "eager, lazy, on_demand";
+pub(super) const STRATEGIES: &str = "last_writer_wins, merge, manual, fork";
+pub(super) const SYNC_MODES: &str = "eager, lazy, on_demand";
 
 /// The version fields of a body: region, clock, size, hash, attrs, timestamp_ms.
 fn version_fields(body: &mut Fields, require_clock: bool) -> Result<ObjectWrite, ApiError> {
@@ -75,8 +58,8 @@ pub async fn put_object(
     let flags = Flags::parse(q.as_deref())?;
     let id = object_id(&id)?;
     let mut write = version_fields(&mut body, true)?;
-    write.strategy = enum_field::<Strategy>(&mut body, "strategy", STRATEGIES)?;
-    write.sync = enum_field::<SyncMode>(&mut body, "sync", SYNC_MODES)?;
+    write.strategy = body.one_of::<Strategy>("strategy", STRATEGIES)?;
+    write.sync = body.one_of::<SyncMode>("sync", SYNC_MODES)?;
     write.replicas = body.opt_u64("replicas")?.map(|r| u32::try_from(r).unwrap_or(u32::MAX));
     body.finish()?;
     validate::clock(&write.region, &mut write.clock)?;

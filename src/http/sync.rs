@@ -9,9 +9,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::extract::{Flags, JsonBody, Params};
-use super::objects::now_ms;
+use super::objects::{STRATEGIES, SYNC_MODES};
 use super::registry::read;
 use super::{ApiError, AppState};
+use crate::peer::now_ms;
 use crate::state::objects::{RegionState, Strategy, SyncMode, SyncPolicy};
 use crate::state::{validate, Command, Detail, RegionReport, TOPICS};
 
@@ -24,26 +25,18 @@ pub const REGION_ACTIVE_WINDOW_MS: u64 = 30_000;
 
 /// Calls `f` on the local state until it has something to say or `wait` runs out; the last
 /// answer either way.
-async fn long_poll<T>(
-    app: &AppState,
-    wait: Duration,
-    mut f: impl FnMut(&crate::state::State, &crate::raft::Applied) -> (bool, T),
-) -> T {
+async fn long_poll<T>(app: &AppState, wait: Duration, mut f: impl FnMut(&crate::raft::Applied) -> (bool, T)) -> T {
     let deadline = Instant::now() + wait;
     let mut applied = app.peer.state.subscribe();
     loop {
         applied.borrow_and_update();
-        let (ready, answer) = {
-            let guard = app.peer.state.read();
-            f(&guard.state, &guard)
-        };
+        let (ready, answer) = f(&app.peer.state.read());
         let left = deadline.saturating_duration_since(Instant::now());
         if ready || left.is_zero() {
             return answer;
         }
         if tokio::time::timeout(left, applied.changed()).await.is_err() {
-            let guard = app.peer.state.read();
-            return f(&guard.state, &guard).1;
+            return f(&app.peer.state.read()).1;
         }
     }
 }
@@ -60,7 +53,8 @@ pub async fn changes(State(app): State<AppState>, Path(region): Path<String>, Ra
     if !exists {
         return Err(ApiError::not_found(format!("region '{region}' does not exist")));
     }
-    let answer = long_poll(&app, wait, |s, _| {
+    let answer = long_poll(&app, wait, |applied| {
+        let s = &applied.state;
         let Some(feed) = s.meta.feeds.get(&region) else {
             return (false, Ok(json!({"region": region, "events": [], "cursor": since, "pending": 0, "held": 0})));
         };
@@ -181,17 +175,8 @@ pub async fn put_sync_policy(State(app): State<AppState>, JsonBody(mut body): Js
     // Fields left out keep their current values: read them linearizably.
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.meta.sync.clone();
-    let strategy = match body.value("default_strategy") {
-        Some(v) => serde_json::from_value::<Strategy>(v).map_err(|_| {
-            ApiError::invalid("default_strategy", "must be one of last_writer_wins, merge, manual, fork")
-        })?,
-        None => current.default_strategy,
-    };
-    let sync = match body.value("default_sync") {
-        Some(v) => serde_json::from_value::<SyncMode>(v)
-            .map_err(|_| ApiError::invalid("default_sync", "must be one of eager, lazy, on_demand"))?,
-        None => current.default_sync,
-    };
+    let strategy = body.one_of::<Strategy>("default_strategy", STRATEGIES)?.unwrap_or(current.default_strategy);
+    let sync = body.one_of::<SyncMode>("default_sync", SYNC_MODES)?.unwrap_or(current.default_sync);
     let small = |v: Option<u64>, name: &str, default: u32| -> Result<u32, ApiError> {
         v.map(|n| u32::try_from(n).map_err(|_| ApiError::invalid(name, "is too large"))).unwrap_or(Ok(default))
     };
@@ -224,7 +209,7 @@ pub async fn watch(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer
     }
     let flags = Flags::parse(q.as_deref())?;
     app.peer.read_barrier(flags.consistency()).await?;
-    let answer = long_poll(&app, wait, |_, applied| {
+    let answer = long_poll(&app, wait, |applied| {
         let revision = applied.last_applied.map(|l| l.index).unwrap_or(0);
         match applied.history.since(since, limit, |c| topics.is_empty() || topics.iter().any(|t| t == c.topic)) {
             Err(floor) => (true, Err(floor)),

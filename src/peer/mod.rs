@@ -13,3 +13,8 @@ mod rpc_server;
 pub use core::{ClusterStatus, Consistency, Member, Peer};
 pub use error::Error;
 pub use rpc_server::serve_rpc;
+
+/// This peer's wall clock, in milliseconds since the Unix epoch: the time commands carry.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

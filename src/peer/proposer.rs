@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -98,7 +98,7 @@ async fn run(
 }
 
 async fn propose(raft: &Raft, metrics: &Metrics, pending: Vec<Pending>, commit_timeout: Duration) {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now_ms = super::now_ms();
     let (commands, replies): (Vec<_>, Vec<_>) = pending
         .into_iter()
         .map(|mut p| {
