@@ -13,9 +13,8 @@ use serde_json::{json, Map, Value};
 use super::extract::{Fields, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
-use crate::peer::now_ms;
 use crate::state::actions::{Action, ActionPolicy, ActionSpec, Anomaly, AnomalyReport, Source, Status, Submitted};
-use crate::state::{self, validate, Command, Detail};
+use crate::state::{self, validate, Command, Detail, UNSTAMPED};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -135,7 +134,7 @@ pub async fn submit_action(State(app): State<AppState>, JsonBody(mut body): Json
     let parameters = json_map("parameters", body.object("parameters")?.unwrap_or_default())?;
     body.finish()?;
     let spec = ActionSpec { kind, target, source, priority: priority as u8, confidence, parameters };
-    let outcome = submit(&app, Command::SubmitAction { spec, at_ms: now_ms() }).await?;
+    let outcome = submit(&app, Command::SubmitAction { spec, at_ms: UNSTAMPED }).await?;
     let Some(Detail::Submitted(s)) = outcome.detail else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the submission has no outcome"));
     };
@@ -183,7 +182,7 @@ pub async fn claim(State(app): State<AppState>, JsonBody(mut body): JsonBody) ->
     if lease_s == 0 || lease_s > MAX_LEASE_S {
         return Err(ApiError::invalid("lease_s", format!("must be between 1 and {MAX_LEASE_S}")));
     }
-    let command = Command::ClaimAction { worker, kinds, lease_ms: lease_s * 1000, at_ms: now_ms() };
+    let command = Command::ClaimAction { worker, kinds, lease_ms: lease_s * 1000, at_ms: UNSTAMPED };
     let outcome = app.peer.write(command).await?;
     let claimed = match outcome.detail {
         Some(Detail::Claimed(c)) => c,
@@ -215,7 +214,7 @@ async fn report(app: AppState, id: u64, mut body: Fields, ok: bool) -> Answer {
             format!("is over {} bytes", MAX_FIELD_LEN * 4),
         ));
     }
-    let outcome = app.peer.write(Command::ReportAction { id, worker, attempt, ok, message, at_ms: now_ms() }).await?;
+    let outcome = app.peer.write(Command::ReportAction { id, worker, attempt, ok, message, at_ms: UNSTAMPED }).await?;
     app.peer.applied_locally(outcome.revision).await?;
     let action = app.peer.state.read().state.engine.actions.get(&id).map(action_view);
     Ok(Json(json!({"action": action, "revision": outcome.revision})))
@@ -309,7 +308,7 @@ pub async fn report_anomaly(State(app): State<AppState>, JsonBody(mut body): Jso
     let priority = priority_of(&severity);
     let report =
         AnomalyReport { timestamp, kind, severity, confidence, details, recommended_action, source, fingerprint: None };
-    let outcome = submit(&app, Command::ReportAnomaly { report, action, at_ms: now_ms() }).await?;
+    let outcome = submit(&app, Command::ReportAnomaly { report, action, at_ms: UNSTAMPED }).await?;
     let Some(Detail::Anomaly { id, submitted }) = outcome.detail else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the report has no outcome"));
     };
@@ -359,7 +358,7 @@ pub async fn alertmanager(State(app): State<AppState>, JsonBody(mut body): JsonB
     for (firing, report, action) in parsed {
         let fingerprint = report.fingerprint.clone().unwrap_or_default();
         if firing {
-            let outcome = submit(&app, Command::ReportAnomaly { report, action, at_ms: now_ms() }).await?;
+            let outcome = submit(&app, Command::ReportAnomaly { report, action, at_ms: UNSTAMPED }).await?;
             if let Some(Detail::Anomaly { id, submitted }) = outcome.detail {
                 results.push(json!({
                     "fingerprint": fingerprint, "status": "firing", "anomaly_id": id,
@@ -368,7 +367,7 @@ pub async fn alertmanager(State(app): State<AppState>, JsonBody(mut body): JsonB
             }
         } else {
             let outcome =
-                app.peer.write(Command::ResolveAlert { fingerprint: fingerprint.clone(), at_ms: now_ms() }).await?;
+                app.peer.write(Command::ResolveAlert { fingerprint: fingerprint.clone(), at_ms: UNSTAMPED }).await?;
             let closed = matches!(outcome.detail, Some(Detail::Count(1)));
             results.push(json!({"fingerprint": fingerprint, "status": "resolved", "closed": closed}));
         }

@@ -14,7 +14,7 @@ use crate::meta::{placement, schedule};
 use crate::peer::now_ms;
 use crate::state::clock::VClock;
 use crate::state::objects::{Object, ObjectWrite, Resolution, SchedulerWeights, Strategy, SyncMode, Version};
-use crate::state::{validate, Command, Detail};
+use crate::state::{validate, Command, Detail, UNSTAMPED};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -64,7 +64,8 @@ pub async fn put_object(
     body.finish()?;
     validate::clock(&write.region, &mut write.clock)?;
     validate::object_write(&id, &write)?;
-    let outcome = app.peer.write(Command::PutObject { id: id.clone(), write, cas: flags.cas, at_ms: now_ms() }).await?;
+    let outcome =
+        app.peer.write(Command::PutObject { id: id.clone(), write, cas: flags.cas, at_ms: UNSTAMPED }).await?;
     let Some(Detail::Object(detail)) = outcome.detail else {
         return Err(ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -222,7 +223,7 @@ pub async fn resolve_conflict(
         }
         _ => return Err(ApiError::invalid("pick", "give either 'pick' (a version's position) or 'version'")),
     };
-    let outcome = app.peer.write(Command::ResolveConflict { id: id.clone(), resolution, at_ms: now_ms() }).await?;
+    let outcome = app.peer.write(Command::ResolveConflict { id: id.clone(), resolution, at_ms: UNSTAMPED }).await?;
     Ok(Json(json!({"id": id, "resolved": true, "revision": outcome.revision})))
 }
 

@@ -14,7 +14,7 @@ use super::registry::read;
 use super::{ApiError, AppState};
 use crate::peer::now_ms;
 use crate::state::objects::{RegionState, Strategy, SyncMode, SyncPolicy};
-use crate::state::{validate, Command, Detail, RegionReport, TOPICS};
+use crate::state::{validate, Command, Detail, RegionReport, TOPICS, UNSTAMPED};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -101,7 +101,7 @@ pub async fn ack(State(app): State<AppState>, Path(region): Path<String>, JsonBo
         return Err(ApiError::invalid("events", "list the event ids to acknowledge, or give 'upto'"));
     }
     validate::label("region", &region)?;
-    let outcome = app.peer.write(Command::AckEvents { region: region.clone(), events, upto, at_ms: now_ms() }).await?;
+    let outcome = app.peer.write(Command::AckEvents { region: region.clone(), events, upto, at_ms: UNSTAMPED }).await?;
     let acked = match outcome.detail {
         Some(Detail::Count(n)) => n,
         _ => 0,
@@ -135,7 +135,7 @@ pub async fn region_heartbeat(
     let load_level = super::dispatch::optional_in(&mut body, "load_level", 1.0)?.unwrap_or(0.0);
     body.finish()?;
     let report = RegionReport { state, sync_lag, storage_used, load_level };
-    let outcome = app.peer.write(Command::RegionHeartbeat { region: region.clone(), report, at_ms: now_ms() }).await?;
+    let outcome = app.peer.write(Command::RegionHeartbeat { region: region.clone(), report, at_ms: UNSTAMPED }).await?;
     Ok(Json(json!({"region": region, "revision": outcome.revision})))
 }
 

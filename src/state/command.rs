@@ -182,6 +182,10 @@ pub enum Command {
     },
 }
 
+/// The `at_ms` of a command built by a request handler: the leader replaces it with its own
+/// clock as it proposes the command ([`Command::stamp`]).
+pub const UNSTAMPED: u64 = 0;
+
 impl Command {
     /// Sets the time the command carries to the leader's clock, `now_ms`. Commands are
     /// stamped by the leader as it proposes them, so every time that decides something

@@ -22,6 +22,7 @@ pub mod validate;
 pub use changes::{Change, Op, TOPICS};
 pub use command::{
     Batch, BatchResult, Command, Detail, DomainSpec, NodeSpec, Outcome, RegionReport, RegionSpec, RowChange, ZoneSpec,
+    UNSTAMPED,
 };
 pub use error::Error;
 pub use model::{DispatchRow, Domain, Health, Node, Policy, Reason, Region, Site, State, Weights, Zone};
