@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::{print, Client};
-use super::resource::{read_query, write_query, ReadFlags, WriteFlags};
+use super::resource::{Collection, ReadFlags, WriteFlags};
 use super::CliError;
 
 /// `sea=3,eu=1` → `{"sea": 3, "eu": 1}`.
@@ -142,6 +142,7 @@ pub enum ObjectCommand {
 
 impl ObjectCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let objects = Collection::new(client, "/v1/objects");
         let answer = match self {
             ObjectCommand::Put {
                 id,
@@ -170,9 +171,9 @@ impl ObjectCommand {
                         body[k] = v;
                     }
                 }
-                client.call(Method::PUT, &format!("/v1/objects/{id}{}", write_query(&write)), Some(&body)).await?
+                objects.put(&id, &body, &write).await?
             }
-            ObjectCommand::Get { id, read } => client.get(&format!("/v1/objects/{id}{}", read_query(&read))).await?,
+            ObjectCommand::Get { id, read } => objects.get(&id, &read).await?,
             ObjectCommand::List { ids, after, read } => {
                 let mut query: Vec<String> = Vec::new();
                 if read.stale {
@@ -182,10 +183,8 @@ impl ObjectCommand {
                 query.extend(after.map(|a| format!("after={a}")));
                 client.get(&format!("/v1/objects?{}", query.join("&"))).await?
             }
-            ObjectCommand::Delete { id, write } => {
-                client.call(Method::DELETE, &format!("/v1/objects/{id}{}", write_query(&write)), None).await?
-            }
-            ObjectCommand::Conflicts { read } => client.get(&format!("/v1/conflicts{}", read_query(&read))).await?,
+            ObjectCommand::Delete { id, write } => objects.delete(&id, &write).await?,
+            ObjectCommand::Conflicts { read } => Collection::new(client, "/v1/conflicts").list(&read).await?,
             ObjectCommand::Resolve { id, pick, region, hash, size, attrs } => {
                 let body = match (pick, region) {
                     (Some(n), _) => json!({ "pick": n }),
@@ -207,7 +206,7 @@ impl ObjectCommand {
                 let body = json!({"node": node, "state": state});
                 client.call(Method::POST, &format!("/v1/objects/{id}/replicas"), Some(&body)).await?
             }
-            ObjectCommand::Repairs { read } => client.get(&format!("/v1/repairs{}", read_query(&read))).await?,
+            ObjectCommand::Repairs { read } => Collection::new(client, "/v1/repairs").list(&read).await?,
             ObjectCommand::Placement { hash, rf } => client.get(&format!("/v1/placement/{hash}?rf={rf}")).await?,
             ObjectCommand::Schedule { cpu, ram_mb, gpu, max_latency_ms, io_tolerance } => {
                 let body = json!({

@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::client::{print, Client};
 use super::CliError;
@@ -31,6 +31,35 @@ pub fn read_query(f: &ReadFlags) -> &'static str {
 
 pub fn write_query(f: &WriteFlags) -> String {
     f.cas.map(|c| format!("?cas={c}")).unwrap_or_default()
+}
+
+/// One collection of the HTTP API (`/v1/regions`, `/v1/objects`, ...): the put, get, list
+/// and delete every resource's subcommands make, with `--stale` and `--cas` carried over.
+pub struct Collection<'a> {
+    client: &'a Client,
+    path: &'static str,
+}
+
+impl<'a> Collection<'a> {
+    pub fn new(client: &'a Client, path: &'static str) -> Self {
+        Self { client, path }
+    }
+
+    pub async fn put(&self, id: &str, body: &Value, write: &WriteFlags) -> Result<Value, CliError> {
+        self.client.call(Method::PUT, &format!("{}/{id}{}", self.path, write_query(write)), Some(body)).await
+    }
+
+    pub async fn get(&self, id: &str, read: &ReadFlags) -> Result<Value, CliError> {
+        self.client.get(&format!("{}/{id}{}", self.path, read_query(read))).await
+    }
+
+    pub async fn list(&self, read: &ReadFlags) -> Result<Value, CliError> {
+        self.client.get(&format!("{}{}", self.path, read_query(read))).await
+    }
+
+    pub async fn delete(&self, id: &str, write: &WriteFlags) -> Result<Value, CliError> {
+        self.client.call(Method::DELETE, &format!("{}/{id}{}", self.path, write_query(write)), None).await
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,18 +94,15 @@ pub enum RegionCommand {
 
 impl RegionCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let api = Collection::new(client, "/v1/regions");
         let answer = match self {
             RegionCommand::Put { name, cidrs, fallback, write } => {
                 let body = json!({ "cidrs": cidrs, "fallback": fallback });
-                client.call(Method::PUT, &format!("/v1/regions/{name}{}", write_query(&write)), Some(&body)).await?
+                api.put(&name, &body, &write).await?
             }
-            RegionCommand::Get { name, read } => {
-                client.get(&format!("/v1/regions/{name}{}", read_query(&read))).await?
-            }
-            RegionCommand::List { read } => client.get(&format!("/v1/regions{}", read_query(&read))).await?,
-            RegionCommand::Delete { name, write } => {
-                client.call(Method::DELETE, &format!("/v1/regions/{name}{}", write_query(&write)), None).await?
-            }
+            RegionCommand::Get { name, read } => api.get(&name, &read).await?,
+            RegionCommand::List { read } => api.list(&read).await?,
+            RegionCommand::Delete { name, write } => api.delete(&name, &write).await?,
         };
         print(&answer);
         Ok(())
@@ -141,16 +167,15 @@ pub enum NodeCommand {
 
 impl NodeCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let api = Collection::new(client, "/v1/nodes");
         let answer = match self {
             NodeCommand::Put { id, ip, region, site, capacity, write } => {
                 let body = json!({ "ip": ip, "region": region, "site": site, "capacity": capacity });
-                client.call(Method::PUT, &format!("/v1/nodes/{id}{}", write_query(&write)), Some(&body)).await?
+                api.put(&id, &body, &write).await?
             }
-            NodeCommand::Get { id, read } => client.get(&format!("/v1/nodes/{id}{}", read_query(&read))).await?,
-            NodeCommand::List { read } => client.get(&format!("/v1/nodes{}", read_query(&read))).await?,
-            NodeCommand::Delete { id, write } => {
-                client.call(Method::DELETE, &format!("/v1/nodes/{id}{}", write_query(&write)), None).await?
-            }
+            NodeCommand::Get { id, read } => api.get(&id, &read).await?,
+            NodeCommand::List { read } => api.list(&read).await?,
+            NodeCommand::Delete { id, write } => api.delete(&id, &write).await?,
             NodeCommand::Maintenance { id, on, off, reason } => {
                 if on == off {
                     return Err(CliError::Usage("give --on or --off".into()));
@@ -199,19 +224,18 @@ pub enum ZoneCommand {
 
 impl ZoneCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let api = Collection::new(client, "/v1/zones");
         let answer = match self {
             ZoneCommand::Put { name, ns, hostmaster, write } => {
                 let mut body = json!({ "ns": ns });
                 if let Some(h) = hostmaster {
                     body["hostmaster"] = json!(h);
                 }
-                client.call(Method::PUT, &format!("/v1/zones/{name}{}", write_query(&write)), Some(&body)).await?
+                api.put(&name, &body, &write).await?
             }
-            ZoneCommand::Get { name, read } => client.get(&format!("/v1/zones/{name}{}", read_query(&read))).await?,
-            ZoneCommand::List { read } => client.get(&format!("/v1/zones{}", read_query(&read))).await?,
-            ZoneCommand::Delete { name, write } => {
-                client.call(Method::DELETE, &format!("/v1/zones/{name}{}", write_query(&write)), None).await?
-            }
+            ZoneCommand::Get { name, read } => api.get(&name, &read).await?,
+            ZoneCommand::List { read } => api.list(&read).await?,
+            ZoneCommand::Delete { name, write } => api.delete(&name, &write).await?,
         };
         print(&answer);
         Ok(())
@@ -250,16 +274,15 @@ pub enum SiteCommand {
 
 impl SiteCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let api = Collection::new(client, "/v1/sites");
         let answer = match self {
             SiteCommand::Put { id, region, write } => {
                 let body = json!({ "region": region });
-                client.call(Method::PUT, &format!("/v1/sites/{id}{}", write_query(&write)), Some(&body)).await?
+                api.put(&id, &body, &write).await?
             }
-            SiteCommand::Get { id, read } => client.get(&format!("/v1/sites/{id}{}", read_query(&read))).await?,
-            SiteCommand::List { read } => client.get(&format!("/v1/sites{}", read_query(&read))).await?,
-            SiteCommand::Delete { id, write } => {
-                client.call(Method::DELETE, &format!("/v1/sites/{id}{}", write_query(&write)), None).await?
-            }
+            SiteCommand::Get { id, read } => api.get(&id, &read).await?,
+            SiteCommand::List { read } => api.list(&read).await?,
+            SiteCommand::Delete { id, write } => api.delete(&id, &write).await?,
             SiteCommand::Pin { id, node } => {
                 client.call(Method::PUT, &format!("/v1/sites/{id}/pin"), Some(&json!({ "node": node }))).await?
             }
@@ -309,21 +332,18 @@ pub enum DomainCommand {
 
 impl DomainCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let api = Collection::new(client, "/v1/domains");
         let answer = match self {
             DomainCommand::Put { name, sites, ttl, cname, write } => {
                 let mut body = json!({ "sites": sites, "cname": cname });
                 if let Some(t) = ttl {
                     body["ttl"] = json!(t);
                 }
-                client.call(Method::PUT, &format!("/v1/domains/{name}{}", write_query(&write)), Some(&body)).await?
+                api.put(&name, &body, &write).await?
             }
-            DomainCommand::Get { name, read } => {
-                client.get(&format!("/v1/domains/{name}{}", read_query(&read))).await?
-            }
-            DomainCommand::List { read } => client.get(&format!("/v1/domains{}", read_query(&read))).await?,
-            DomainCommand::Delete { name, write } => {
-                client.call(Method::DELETE, &format!("/v1/domains/{name}{}", write_query(&write)), None).await?
-            }
+            DomainCommand::Get { name, read } => api.get(&name, &read).await?,
+            DomainCommand::List { read } => api.list(&read).await?,
+            DomainCommand::Delete { name, write } => api.delete(&name, &write).await?,
             DomainCommand::Lock { name, site } => {
                 client.call(Method::PUT, &format!("/v1/domains/{name}/lock"), Some(&json!({ "site": site }))).await?
             }
@@ -374,8 +394,9 @@ pub enum DispatchCommand {
 
 impl DispatchCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
+        let api = Collection::new(client, "/v1/dispatch");
         let answer = match self {
-            DispatchCommand::Table { read } => client.get(&format!("/v1/dispatch{}", read_query(&read))).await?,
+            DispatchCommand::Table { read } => api.list(&read).await?,
             DispatchCommand::Resolve { name, client: addr } => {
                 let query = addr.map(|a| format!("&client={a}")).unwrap_or_default();
                 client.get(&format!("/v1/resolve?name={name}{query}")).await?
