@@ -461,28 +461,34 @@ fn snake_case(name: &str) -> String {
 
 // ---- status and policy ----
 
-/// The engine status of seed 002.
+/// The engine status of seed 002. Read at the consistency asked for; when no leader can
+/// confirm the read, answered from this peer's own state with `engine_status: no_leader`,
+/// because this is what an operator looks at during an outage.
 pub async fn engine_status(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    let has_leader = app.peer.status().leader.is_some();
-    read(&app, q, |s| {
-        let e = &s.engine;
-        let queued = e.actions.values().filter(|a| a.status == Status::Queued).count();
-        let layer = |name: &str, source: Source| {
-            json!({
-                "status": "healthy",
-                "actions_processed": e.stats.processed.get(name).copied().unwrap_or(0),
-                "open": e.actions.values().filter(|a| a.is_open() && a.source == source).count(),
-            })
-        };
-        Json(json!({
-            "engine_status": if has_leader { "operational" } else { "no_leader" },
-            "active_actions": e.running(), "queued_actions": queued,
-            "conflicts_detected": e.stats.conflicts_detected, "conflicts_resolved": e.stats.conflicts_resolved,
-            "layers": {"deterministic": layer("deterministic", Source::Deterministic), "ai_driven": layer("ai_driven", Source::AiDriven)},
-            "policy": e.policy,
-        }))
-    })
-    .await
+    let known = if app.peer.status().leader.is_some() { "operational" } else { "no_leader" };
+    match read(&app, q, |s| status_view(s, known)).await {
+        Err(e) if e.kind == "no_leader" => Ok(status_view(&app.peer.state.read().state, "no_leader")),
+        answer => answer,
+    }
+}
+
+fn status_view(s: &state::State, engine_status: &str) -> Json<Value> {
+    let e = &s.engine;
+    let queued = e.actions.values().filter(|a| a.status == Status::Queued).count();
+    let layer = |name: &str, source: Source| {
+        json!({
+            "status": "healthy",
+            "actions_processed": e.stats.processed.get(name).copied().unwrap_or(0),
+            "open": e.actions.values().filter(|a| a.is_open() && a.source == source).count(),
+        })
+    };
+    Json(json!({
+        "engine_status": engine_status,
+        "active_actions": e.running(), "queued_actions": queued,
+        "conflicts_detected": e.stats.conflicts_detected, "conflicts_resolved": e.stats.conflicts_resolved,
+        "layers": {"deterministic": layer("deterministic", Source::Deterministic), "ai_driven": layer("ai_driven", Source::AiDriven)},
+        "policy": e.policy,
+    }))
 }
 
 pub async fn put_action_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {

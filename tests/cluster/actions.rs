@@ -376,3 +376,19 @@ async fn the_cli_submits_lists_claims_and_completes_actions() {
     assert!(stderr.contains("--param") && stderr.trim().lines().count() == 1, "{stderr}");
     assert_eq!(run(&["action", "list"])["actions"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_answers_from_the_local_copy_when_there_is_no_leader() {
+    let mut c = Cluster::start_with_env(3, &[("SWITCHBOARD_HTTP_REQUEST_TIMEOUT_MS", "1500")]).await;
+    submit(&c, 1, action("restart_service", "web-1", "deterministic", 5, 1.0)).await;
+    c.agreed("/v1/status").await;
+    let leader = c.leader().await;
+    let survivor = (1..=3).find(|&id| id != leader).unwrap();
+    for id in (1..=3).filter(|&id| id != survivor) {
+        c.kill(id);
+    }
+    let (status, st) = c.call(survivor, Method::GET, "/v1/status", None).await;
+    assert_eq!(status, 200, "{st}");
+    assert_eq!(st["engine_status"], "no_leader", "{st}");
+    assert_eq!(st["queued_actions"].as_u64().unwrap() + st["active_actions"].as_u64().unwrap(), 1, "{st}");
+}
