@@ -29,9 +29,17 @@ struct Inner {
 }
 
 impl Observations {
-    pub fn record(&self, node: &str, metrics: NodeMetrics, now: Instant) {
+    /// Records a heartbeat the cluster received `at`. A beat older than the one already
+    /// recorded (forwarded late by a follower) changes nothing.
+    pub fn record(&self, node: &str, metrics: NodeMetrics, at: Instant) {
         let mut inner = self.inner.lock().expect("observations lock");
-        inner.seen.insert(node.to_string(), Seen { at: now, metrics });
+        match inner.seen.get_mut(node) {
+            Some(seen) if seen.at > at => {}
+            Some(seen) => *seen = Seen { at, metrics },
+            None => {
+                inner.seen.insert(node.to_string(), Seen { at, metrics });
+            }
+        }
     }
 
     /// Called on every tick with whether this peer leads; starts or ends the grace period.
@@ -126,6 +134,20 @@ mod tests {
         assert!(obs.transitions(&unknown, t0 + Duration::from_secs(60)).is_empty());
         obs.record("n1", NodeMetrics::default(), t0 + Duration::from_secs(61));
         assert_eq!(obs.transitions(&unknown, t0 + Duration::from_secs(61)), vec![("n1".to_string(), Health::Up)]);
+    }
+
+    #[test]
+    fn a_beat_forwarded_late_counts_from_when_it_was_received_and_never_hides_a_newer_one() {
+        let obs = Observations::default();
+        let t0 = Instant::now();
+        obs.set_leading(true, t0);
+        let up = state_with_node(Health::Up);
+        obs.record("n1", NodeMetrics::default(), t0 + Duration::from_millis(2000));
+        // Received 1 s before it reached the leader: too old to keep the node up at 3.6 s.
+        obs.record("n1", NodeMetrics::default(), t0 + Duration::from_millis(1500));
+        assert_eq!(obs.last_heard("n1"), Some(t0 + Duration::from_millis(2000)));
+        assert!(obs.transitions(&up, t0 + Duration::from_millis(3400)).is_empty());
+        assert_eq!(obs.transitions(&up, t0 + Duration::from_millis(3600)), vec![("n1".to_string(), Health::Down)]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::Error;
 use crate::config::Config;
 use crate::dispatch::{NodeMetrics, Observations};
 use crate::metrics::Metrics;
-use crate::raft::rpc::{Connection, Forward, ForwardError, Forwarded, Request, Response, Secret};
+use crate::raft::rpc::{AgedHeartbeat, Connection, Forward, ForwardError, Forwarded, Request, Response, Secret};
 use crate::raft::{self, LogStore, Network, PeerId, PeerInfo, Raft, SharedState, StateMachineStore};
 use crate::state::{Command, Outcome};
 
@@ -53,7 +53,7 @@ pub struct Peer {
     http: reqwest::Client,
     /// The dispatch loop's soft state: what this peer heard from nodes as leader.
     pub observations: Arc<Observations>,
-    heartbeats: mpsc::Sender<(String, NodeMetrics)>,
+    heartbeats: mpsc::Sender<(String, NodeMetrics, Instant)>,
     /// When this peer last heard from a leader (as follower) or a quorum (as leader).
     leader_contact: Mutex<Instant>,
 }
@@ -193,7 +193,7 @@ impl Peer {
             self.observations.record(&node, metrics, Instant::now());
         } else {
             self.heartbeats
-                .try_send((node, metrics))
+                .try_send((node, metrics, Instant::now()))
                 .map_err(|_| Error::NoLeader("too many heartbeats are waiting for the leader; try again".into()))?;
         }
         self.metrics.heartbeats.inc();
@@ -476,6 +476,18 @@ impl Peer {
                 }
                 Ok(Forwarded::Accepted)
             }
+            Forward::AgedHeartbeats(beats) => {
+                if !self.is_leader() {
+                    return Err(not_leader(None));
+                }
+                // The age leaves out the time on the wire (one way, well under a heartbeat).
+                let now = Instant::now();
+                for beat in beats {
+                    let at = now.checked_sub(Duration::from_millis(beat.age_ms)).unwrap_or(now);
+                    self.observations.record(&beat.node, beat.metrics, at);
+                }
+                Ok(Forwarded::Accepted)
+            }
             Forward::Metrics(nodes) => {
                 if !self.is_leader() {
                     return Err(not_leader(None));
@@ -698,7 +710,7 @@ fn membership_error(e: RaftError<PeerId, ClientWriteError<PeerId, PeerInfo>>) ->
 /// Passes heartbeats accepted by a follower to the leader, in batches: whatever arrived
 /// while the previous batch was on its way, up to `HEARTBEAT_BATCH`. Heartbeats are soft
 /// state: a batch the leader does not take is dropped, and the next beat replaces it.
-async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, NodeMetrics)>) {
+async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, NodeMetrics, Instant)>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < HEARTBEAT_BATCH {
@@ -712,17 +724,27 @@ async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, Nod
         let delivered = match peer.await_leader(None, deadline).await {
             Err(e) => Err(e.to_string()),
             Ok(leader) if leader == peer.id => {
-                let now = Instant::now();
-                for (node, metrics) in batch {
-                    peer.observations.record(&node, metrics, now);
+                for (node, metrics, received) in batch {
+                    peer.observations.record(&node, metrics, received);
                 }
                 Ok(())
             }
-            Ok(leader) => match peer.forward(leader, Forward::Heartbeats(batch), deadline).await {
-                Ok(_) => Ok(()),
-                Err(Retry::Fail(e)) => Err(e.to_string()),
-                Err(Retry::Again(_)) => Err("the leader changed".to_string()),
-            },
+            Ok(leader) => {
+                let now = Instant::now();
+                let beats = batch
+                    .into_iter()
+                    .map(|(node, metrics, received)| AgedHeartbeat {
+                        node,
+                        metrics,
+                        age_ms: now.duration_since(received).as_millis() as u64,
+                    })
+                    .collect();
+                match peer.forward(leader, Forward::AgedHeartbeats(beats), deadline).await {
+                    Ok(_) => Ok(()),
+                    Err(Retry::Fail(e)) => Err(e.to_string()),
+                    Err(Retry::Again(_)) => Err("the leader changed".to_string()),
+                }
+            }
         };
         if let Err(e) = delivered {
             peer.metrics.heartbeats_dropped.inc_by(count);

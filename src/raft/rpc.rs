@@ -64,10 +64,23 @@ pub enum Forward {
     AddPeer { id: PeerId, info: PeerInfo },
     /// Remove a peer from the membership.
     RemovePeer { id: PeerId },
-    /// Heartbeats accepted by another peer, for the leader's failure detector.
+    /// Heartbeats accepted by another peer, for the leader's failure detector, as received
+    /// now. Sent by earlier versions; still accepted.
     Heartbeats(Vec<(String, NodeMetrics)>),
     /// The leader's latest metrics of these nodes (empty: all).
     Metrics(Vec<String>),
+    /// Heartbeats accepted by another peer, each with how long ago (ms) that peer received
+    /// it, so a beat that waited in a queue or on the network is not taken for a fresh one.
+    AgedHeartbeats(Vec<AgedHeartbeat>),
+}
+
+/// A heartbeat a follower passes to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgedHeartbeat {
+    pub node: String,
+    pub metrics: NodeMetrics,
+    /// Milliseconds between the follower receiving it and sending it on.
+    pub age_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
