@@ -90,9 +90,9 @@ impl Default for Config {
 impl Default for RaftConfig {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 150,
-            election_min_ms: 1000,
-            election_max_ms: 2000,
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
             snapshot_every: 10_000,
             keep_logs: 1_000,
             max_batch: 1024,

@@ -194,7 +194,7 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// Quiet time at the start, so the workload has a baseline.
 const LEAD_IN: Duration = Duration::from_secs(3);
-/// Faults last 5-9 s: long enough for an election (1-2 s) and some progress after it.
+/// Faults last 5-9 s: long enough for an election (1.5-2 s) and some progress after it.
 const MIN_FAULT_MS: u64 = 5_000;
 const MAX_FAULT_MS: u64 = 9_000;
 /// Healthy gaps of 3-5 s between faults.
