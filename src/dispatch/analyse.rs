@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::NodeMetrics;
-use crate::state::{DispatchRow, Domain, Health, Node, Reason, RowChange, State, Weights};
+use crate::state::{Domain, Health, Node, Reason, Row, RowChange, State, Weights};
 
 /// One candidate as the election saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,7 +173,7 @@ fn choose<'c>(
 
 /// Decides one (domain, region).
 pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Domain, region: &str) -> Decision {
-    let previous = state.dispatch.get(&(domain.name.clone(), region.to_string()));
+    let previous = state.dispatch.get(&domain.name, region);
     decide_after(state, metrics, domain, region, previous)
 }
 
@@ -183,9 +183,9 @@ fn decide_after(
     metrics: &HashMap<String, NodeMetrics>,
     domain: &Domain,
     region: &str,
-    previous: Option<&DispatchRow>,
+    previous: Option<Row<'_>>,
 ) -> Decision {
-    let incumbent = previous.and_then(|r| r.node.clone());
+    let incumbent = previous.and_then(|r| r.node.map(String::from));
     let hysteresis = state.policy.hysteresis;
     let mut e = Election { state, metrics, trace: Vec::new() };
 
@@ -324,8 +324,8 @@ pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<Row
         for (region_index, region) in state.regions.keys().enumerate() {
             let wanted = (domain.name.as_str(), region.as_str());
             let mut current = None;
-            while let Some(((d, r), row)) = rows.peek() {
-                match (d.as_str(), r.as_str()).cmp(&wanted) {
+            while let Some((d, r, row)) = rows.peek() {
+                match (*d, *r).cmp(&wanted) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => current = Some(*row),
                     std::cmp::Ordering::Greater => break,
@@ -336,7 +336,7 @@ pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<Row
             if domain.cname.is_some() {
                 continue;
             }
-            let node = current.and_then(|r| r.node.as_deref());
+            let node = current.and_then(|r| r.node);
             let reason = current.map(|r| std::mem::discriminant(&r.reason));
             let seen = &mut decided[class][region_index];
             let d = match seen.iter().position(|d| d.node == node && d.reason == reason) {
@@ -349,8 +349,9 @@ pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<Row
                 }
             };
             let manual = |r: Reason| matches!(r, Reason::Lock | Reason::Pin);
-            let same = current
-                .is_some_and(|row| row.node == d.node && row.ip == d.ip && manual(row.reason) == manual(d.reason));
+            let same = current.is_some_and(|row| {
+                row.node == d.node.as_deref() && row.ip == d.ip && manual(row.reason) == manual(d.reason)
+            });
             if !same {
                 out.push(RowChange {
                     domain: domain.name.clone(),
@@ -442,14 +443,14 @@ mod tests {
     /// Runs the executor's step: commit whatever changes, return the table as node names.
     fn step(s: &mut State, metrics: &HashMap<String, NodeMetrics>) -> Vec<RowChange> {
         let changes = changes(s, metrics);
-        let index = s.dispatch.values().map(|r| r.revision).max().unwrap_or(100) + 1;
+        let index = s.dispatch.iter().map(|(_, _, r)| r.revision).max().unwrap_or(100) + 1;
         s.apply(index, &Command::Dispatch { changes: changes.clone(), at_ms: 0 }).unwrap();
         changes
     }
 
     fn answer(s: &State, region: &str) -> (Option<String>, Reason) {
-        let row = &s.dispatch[&("video.example.com".to_string(), region.to_string())];
-        (row.node.clone(), row.reason)
+        let row = s.dispatch.get("video.example.com", region).expect("a row");
+        (row.node.map(String::from), row.reason)
     }
 
     fn set(s: &mut State, c: Command) {
@@ -466,11 +467,11 @@ mod tests {
         for domain in state.domains.values().filter(|d| d.cname.is_none()) {
             for region in state.regions.keys() {
                 let d = decide(state, metrics, domain, region);
-                let current = state.dispatch.get(&(domain.name.clone(), region.clone()));
+                let current = state.dispatch.get(&domain.name, region);
                 let manual = |r: Reason| matches!(r, Reason::Lock | Reason::Pin);
-                if !current
-                    .is_some_and(|row| row.node == d.node && row.ip == d.ip && manual(row.reason) == manual(d.reason))
-                {
+                if !current.is_some_and(|row| {
+                    row.node == d.node.as_deref() && row.ip == d.ip && manual(row.reason) == manual(d.reason)
+                }) {
                     let (domain, region) = (domain.name.clone(), region.clone());
                     out.push(RowChange { domain, region, node: d.node, ip: d.ip, score: d.score, reason: d.reason });
                 }
@@ -515,7 +516,8 @@ mod tests {
             step(&mut s, &mx);
             // Some rows only: a partial table must be completed the same way.
             if changed % 2 == 0 {
-                s.dispatch.retain(|(d, _), _| !d.starts_with('e'));
+                let dropped: Vec<String> = s.domains.keys().filter(|d| d.starts_with('e')).cloned().collect();
+                dropped.iter().for_each(|d| s.dispatch.remove_domain(d));
             }
             set(&mut s, event);
         }

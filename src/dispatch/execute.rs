@@ -64,7 +64,7 @@ pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
             let changes = analyse::changes(&applied.state, &metrics);
             let previous: Vec<Option<String>> = changes
                 .iter()
-                .map(|c| applied.state.dispatch.get(&(c.domain.clone(), c.region.clone())).and_then(|r| r.node.clone()))
+                .map(|c| applied.state.dispatch.get(&c.domain, &c.region).and_then(|r| r.node.map(String::from)))
                 .collect();
             (changes, previous)
         })

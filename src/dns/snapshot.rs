@@ -88,13 +88,13 @@ impl Snapshot {
         let mut domains = HashMap::with_capacity(state.domains.len());
         for (name, d) in &state.domains {
             let mut answers = vec![NO_ADDRESS; regions.len()].into_boxed_slice();
-            while let Some(((domain, _), _)) = rows.peek() {
-                if domain.as_str() > name.as_str() {
+            while let Some((domain, _, _)) = rows.peek() {
+                if *domain > name.as_str() {
                     break;
                 }
-                let ((domain, region), row) = rows.next().expect("peeked");
+                let (domain, region, row) = rows.next().expect("peeked");
                 let (Some(ip), true) = (row.ip, domain == name) else { continue };
-                let Ok(r) = regions.binary_search_by(|x| (**x).cmp(region.as_str())) else { continue };
+                let Ok(r) = regions.binary_search_by(|x| (**x).cmp(region)) else { continue };
                 answers[r] = *address_index.entry(ip).or_insert_with(|| {
                     addresses.push(ip);
                     (addresses.len() - 1) as u32
