@@ -121,6 +121,11 @@ impl DispatchTable {
             .flat_map(move |slots| slots.iter().map(move |s| (self.name(s.region), self.row(s))))
     }
 
+    /// The domains with a row changed by a log entry after `revision`, in order.
+    pub fn domains_changed_after(&self, revision: u64) -> impl Iterator<Item = &str> + '_ {
+        self.domains.iter().filter(move |(_, slots)| slots.iter().any(|s| s.revision > revision)).map(|(d, _)| &**d)
+    }
+
     /// Sets the row of a domain in a region, replacing any.
     pub fn insert(&mut self, domain: &str, region: &str, row: Row<'_>) {
         let slot = Slot {
