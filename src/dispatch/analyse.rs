@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::NodeMetrics;
-use crate::state::{DispatchRow, Domain, Health, Node, Reason, RowChange, State, Weights};
+use crate::state::{Domain, Health, Node, Reason, Row, RowChange, State, Weights};
 
 /// One candidate as the election saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -173,7 +173,7 @@ fn choose<'c>(
 
 /// Decides one (domain, region).
 pub fn decide(state: &State, metrics: &HashMap<String, NodeMetrics>, domain: &Domain, region: &str) -> Decision {
-    let previous = state.dispatch.get(&(domain.name.clone(), region.to_string()));
+    let previous = state.dispatch.get(&domain.name, region);
     decide_after(state, metrics, domain, region, previous)
 }
 
@@ -183,9 +183,9 @@ fn decide_after(
     metrics: &HashMap<String, NodeMetrics>,
     domain: &Domain,
     region: &str,
-    previous: Option<&DispatchRow>,
+    previous: Option<Row<'_>>,
 ) -> Decision {
-    let incumbent = previous.and_then(|r| r.node.clone());
+    let incumbent = previous.and_then(|r| r.node.map(String::from));
     let hysteresis = state.policy.hysteresis;
     let mut e = Election { state, metrics, trace: Vec::new() };
 
@@ -308,51 +308,135 @@ fn decide_after(
 /// The domains, the regions and the table are all ordered by name, so the current rows
 /// are found in one walk along the table.
 pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<RowChange> {
-    let mut out = Vec::new();
-    let regions = state.regions.len();
-    // Domains of one class have the same sites and lock; per class and region, the
-    // decisions taken so far, by the current row's node and reason (`None`: no row yet).
-    let mut classes: HashMap<(&[String], Option<&str>), usize> = HashMap::new();
-    let mut decided: Vec<Vec<Vec<Decided>>> = Vec::new();
+    let mut pass = Pass::new(state, metrics);
     let mut rows = state.dispatch.iter().peekable();
     for domain in state.domains.values() {
-        let next = classes.len();
-        let class = *classes.entry((domain.sites.as_slice(), domain.lock.as_deref())).or_insert(next);
-        if class == decided.len() {
-            decided.push((0..regions).map(|_| Vec::new()).collect());
-        }
-        for (region_index, region) in state.regions.keys().enumerate() {
-            let wanted = (domain.name.as_str(), region.as_str());
+        pass.domain(domain, |region| {
+            let wanted = (domain.name.as_str(), region);
             let mut current = None;
-            while let Some(((d, r), row)) = rows.peek() {
-                match (d.as_str(), r.as_str()).cmp(&wanted) {
+            while let Some((d, r, row)) = rows.peek() {
+                match (*d, *r).cmp(&wanted) {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => current = Some(*row),
                     std::cmp::Ordering::Greater => break,
                 }
                 rows.next();
             }
+            current
+        });
+    }
+    pass.out
+}
+
+/// As [`changes`], for some domains only: the rows of other domains are not looked at.
+/// With the same state and metrics, the result is `changes`' restricted to these domains.
+pub fn changes_of<'s>(
+    state: &'s State,
+    metrics: &HashMap<String, NodeMetrics>,
+    domains: impl IntoIterator<Item = &'s Domain>,
+) -> Vec<RowChange> {
+    let mut pass = Pass::new(state, metrics);
+    for domain in domains {
+        // Both in region order, like the walk in `changes`.
+        let mut rows = state.dispatch.domain(&domain.name).peekable();
+        pass.domain(domain, |region| {
+            while let Some((r, row)) = rows.peek() {
+                match (*r).cmp(region) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => return Some(*row),
+                    std::cmp::Ordering::Greater => return None,
+                }
+                rows.next();
+            }
+            None
+        });
+    }
+    pass.out
+}
+
+/// The domains a change since log index `since` may have given other rows: those put or
+/// locked after it. Everything else a decision reads is in the [`Basis`].
+pub fn touched_since(state: &State, since: u64) -> impl Iterator<Item = &Domain> + '_ {
+    state.domains.values().filter(move |d| d.revision > since)
+}
+
+/// What decisions depend on besides the domain, its rows and the metrics: the nodes, the
+/// sites, the regions and the policy. A change of any of them changes this (a put raises
+/// the highest revision to its log index, a delete lowers a count), and then only a pass
+/// over every domain is exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    nodes: (usize, u64),
+    sites: (usize, u64),
+    regions: (usize, u64),
+    policy: u64,
+}
+
+impl Basis {
+    pub fn of(state: &State) -> Self {
+        fn of<'a, T: 'a>(values: impl ExactSizeIterator<Item = &'a T>, revision: impl Fn(&T) -> u64) -> (usize, u64) {
+            (values.len(), values.map(revision).max().unwrap_or(0))
+        }
+        Basis {
+            nodes: of(state.nodes.values(), |n| n.revision),
+            sites: of(state.sites.values(), |s| s.revision),
+            regions: of(state.regions.values(), |r| r.revision),
+            policy: state.policy.revision,
+        }
+    }
+}
+
+/// One analysis pass: the changes found so far, and the decisions taken per class of alike
+/// domains.
+struct Pass<'s, 'm> {
+    state: &'s State,
+    metrics: &'m HashMap<String, NodeMetrics>,
+    /// Domains of one class have the same sites and lock.
+    classes: HashMap<(&'s [String], Option<&'s str>), usize>,
+    /// Per class and region, the decisions taken so far, by the current row's node and
+    /// reason (`None`: no row yet).
+    decided: Vec<Vec<Vec<Decided<'s>>>>,
+    out: Vec<RowChange>,
+}
+
+impl<'s, 'm> Pass<'s, 'm> {
+    fn new(state: &'s State, metrics: &'m HashMap<String, NodeMetrics>) -> Self {
+        Pass { state, metrics, classes: HashMap::new(), decided: Vec::new(), out: Vec::new() }
+    }
+
+    /// Decides every region of `domain`; `current` gives its row in a region, asked for
+    /// each region in order.
+    fn domain(&mut self, domain: &'s Domain, mut current: impl FnMut(&str) -> Option<Row<'s>>) {
+        let state = self.state;
+        let next = self.classes.len();
+        let class = *self.classes.entry((domain.sites.as_slice(), domain.lock.as_deref())).or_insert(next);
+        if class == self.decided.len() {
+            self.decided.push((0..state.regions.len()).map(|_| Vec::new()).collect());
+        }
+        for (region_index, region) in state.regions.keys().enumerate() {
+            let current = current(region);
             // An alias (CNAME) elects nothing: DNS answers it from its target.
             if domain.cname.is_some() {
                 continue;
             }
-            let node = current.and_then(|r| r.node.as_deref());
+            let node = current.and_then(|r| r.node);
             let reason = current.map(|r| std::mem::discriminant(&r.reason));
-            let seen = &mut decided[class][region_index];
+            let seen = &mut self.decided[class][region_index];
             let d = match seen.iter().position(|d| d.node == node && d.reason == reason) {
                 Some(i) => &seen[i].elected,
                 None => {
-                    let d = decide_after(state, metrics, domain, region, current);
+                    let d = decide_after(state, self.metrics, domain, region, current);
                     let elected = Elected { node: d.node, ip: d.ip, score: d.score, reason: d.reason };
                     seen.push(Decided { node, reason, elected });
                     &seen[seen.len() - 1].elected
                 }
             };
             let manual = |r: Reason| matches!(r, Reason::Lock | Reason::Pin);
-            let same = current
-                .is_some_and(|row| row.node == d.node && row.ip == d.ip && manual(row.reason) == manual(d.reason));
+            let same = current.is_some_and(|row| {
+                row.node == d.node.as_deref() && row.ip == d.ip && manual(row.reason) == manual(d.reason)
+            });
             if !same {
-                out.push(RowChange {
+                self.out.push(RowChange {
                     domain: domain.name.clone(),
                     region: region.clone(),
                     node: d.node.clone(),
@@ -363,7 +447,6 @@ pub fn changes(state: &State, metrics: &HashMap<String, NodeMetrics>) -> Vec<Row
             }
         }
     }
-    out
 }
 
 /// A decision taken in a pass, and the current row's node and reason it was taken for:
@@ -442,14 +525,14 @@ mod tests {
     /// Runs the executor's step: commit whatever changes, return the table as node names.
     fn step(s: &mut State, metrics: &HashMap<String, NodeMetrics>) -> Vec<RowChange> {
         let changes = changes(s, metrics);
-        let index = s.dispatch.values().map(|r| r.revision).max().unwrap_or(100) + 1;
+        let index = s.dispatch.iter().map(|(_, _, r)| r.revision).max().unwrap_or(100) + 1;
         s.apply(index, &Command::Dispatch { changes: changes.clone(), at_ms: 0 }).unwrap();
         changes
     }
 
     fn answer(s: &State, region: &str) -> (Option<String>, Reason) {
-        let row = &s.dispatch[&("video.example.com".to_string(), region.to_string())];
-        (row.node.clone(), row.reason)
+        let row = s.dispatch.get("video.example.com", region).expect("a row");
+        (row.node.map(String::from), row.reason)
     }
 
     fn set(s: &mut State, c: Command) {
@@ -466,11 +549,11 @@ mod tests {
         for domain in state.domains.values().filter(|d| d.cname.is_none()) {
             for region in state.regions.keys() {
                 let d = decide(state, metrics, domain, region);
-                let current = state.dispatch.get(&(domain.name.clone(), region.clone()));
+                let current = state.dispatch.get(&domain.name, region);
                 let manual = |r: Reason| matches!(r, Reason::Lock | Reason::Pin);
-                if !current
-                    .is_some_and(|row| row.node == d.node && row.ip == d.ip && manual(row.reason) == manual(d.reason))
-                {
+                if !current.is_some_and(|row| {
+                    row.node == d.node.as_deref() && row.ip == d.ip && manual(row.reason) == manual(d.reason)
+                }) {
                     let (domain, region) = (domain.name.clone(), region.clone());
                     out.push(RowChange { domain, region, node: d.node, ip: d.ip, score: d.score, reason: d.reason });
                 }
@@ -511,11 +594,16 @@ mod tests {
         for event in events {
             let expected = every_change_one_by_one(&s, &mx);
             assert_eq!(changes(&s, &mx), expected, "before {event:?}");
+            // Some domains only: the same changes for them.
+            let some = |name: &str| name.starts_with('d') || name.starts_with("e1") || name.starts_with('a');
+            let of_some: Vec<_> = expected.iter().filter(|c| some(&c.domain)).cloned().collect();
+            assert_eq!(changes_of(&s, &mx, s.domains.values().filter(|d| some(&d.name))), of_some, "before {event:?}");
             changed += expected.len();
             step(&mut s, &mx);
             // Some rows only: a partial table must be completed the same way.
             if changed % 2 == 0 {
-                s.dispatch.retain(|(d, _), _| !d.starts_with('e'));
+                let dropped: Vec<String> = s.domains.keys().filter(|d| d.starts_with('e')).cloned().collect();
+                dropped.iter().for_each(|d| s.dispatch.remove_domain(d));
             }
             set(&mut s, event);
         }

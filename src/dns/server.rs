@@ -258,8 +258,8 @@ fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option
     }
 }
 
-/// Rebuilds the snapshot after every applied change; changes that arrive during a build
-/// are folded into the next one.
+/// Brings the snapshot up to date after every applied change, from the previous one (see
+/// [`Snapshot::update`]); changes that arrive during an update are folded into the next.
 async fn keep_current(server: Arc<Server>, shutdown: CancellationToken) {
     let mut applied = server.peer.state.subscribe();
     loop {
@@ -267,9 +267,13 @@ async fn keep_current(server: Arc<Server>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             changed = applied.changed() => if changed.is_err() { return },
         }
-        // Building walks the whole table: off the async workers, so queries are not held up.
+        // A full build walks the whole table: off the async workers, so queries are not held up.
         let builder = server.clone();
-        let Ok(snapshot) = tokio::task::spawn_blocking(move || Snapshot::build(&builder.peer.state.read())).await
+        let Ok(snapshot) = tokio::task::spawn_blocking(move || {
+            let previous = builder.snapshot.load_full();
+            previous.update(&builder.peer.state.read())
+        })
+        .await
         else {
             return;
         };

@@ -247,7 +247,7 @@ pub async fn table(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer
     let rows = read(&app, q, |s| {
         s.dispatch
             .iter()
-            .map(|((domain, region), row)| {
+            .map(|(domain, region, row)| {
                 json!({
                     "domain": domain, "region": region, "node": row.node, "ip": row.ip, "score": row.score,
                     "reason": row.reason, "since_ms": row.since_ms, "revision": row.revision,
@@ -303,7 +303,7 @@ pub async fn resolve(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
     let Some(domain) = state.domains.get(&name) else {
         return Err(ApiError::not_found(format!("'{name}' is not a managed domain")));
     };
-    let row = state.dispatch.get(&(name.clone(), region.clone()));
+    let row = state.dispatch.get(&name, &region);
     let decision = analyse::decide(state, &metrics, domain, &region);
     trace.extend(decision.trace.iter().cloned());
     Ok(Json(json!({

@@ -1,7 +1,7 @@
 use super::actions::ActionPolicy;
 use super::objects::{RegionStatus, SchedulerWeights, SyncPolicy};
 use super::{
-    Batch, BatchResult, Command, Detail, DispatchRow, Domain, Error, Health, Node, Outcome, Region, Site, State, Zone,
+    Batch, BatchResult, Command, Detail, Domain, Error, Health, Node, Outcome, Region, Row, Site, State, Zone,
 };
 
 impl State {
@@ -34,7 +34,7 @@ impl State {
                     return Err(in_use("region", name, format!("site '{}'", site.id)));
                 }
                 self.regions.remove(name).ok_or_else(|| Error::not_found("region", name))?;
-                self.dispatch.retain(|(_, region), _| region != name);
+                self.dispatch.remove_region(name);
                 self.meta.feeds.remove(name);
                 self.meta.region_status.remove(name);
                 for object in self.meta.objects.values_mut() {
@@ -180,7 +180,7 @@ impl State {
             Command::DeleteDomain { name, cas } => {
                 check_cas("domain", name, self.domains.get(name).map(|d| d.revision), *cas)?;
                 self.domains.remove(name).ok_or_else(|| Error::not_found("domain", name))?;
-                self.dispatch.retain(|(domain, _), _| domain != name);
+                self.dispatch.remove_domain(name);
                 Ok(Outcome::at(index))
             }
             Command::LockDomain { name, site } => {
@@ -225,15 +225,15 @@ impl State {
                     if !self.domains.contains_key(&c.domain) || !self.regions.contains_key(&c.region) {
                         continue;
                     }
-                    let row = DispatchRow {
-                        node: c.node.clone(),
+                    let row = Row {
+                        node: c.node.as_deref(),
                         ip: c.ip,
                         score: c.score,
                         reason: c.reason,
                         since_ms: *at_ms,
                         revision: index,
                     };
-                    self.dispatch.insert((c.domain.clone(), c.region.clone()), row);
+                    self.dispatch.insert(&c.domain, &c.region, row);
                 }
                 Ok(Outcome::at(index))
             }

@@ -65,8 +65,7 @@ impl State {
             }
             Command::Dispatch { changes, .. } => {
                 for c in changes {
-                    let key = (c.domain.clone(), c.region.clone());
-                    if self.dispatch.get(&key).is_some_and(|r| r.revision == index) {
+                    if self.dispatch.get(&c.domain, &c.region).is_some_and(|r| r.revision == index) {
                         put("dispatch", &format!("{}/{}", c.domain, c.region));
                     }
                 }

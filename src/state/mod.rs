@@ -17,6 +17,7 @@ mod command;
 mod error;
 mod model;
 pub mod objects;
+mod table;
 pub mod validate;
 
 pub use changes::{Change, Op, TOPICS};
@@ -26,3 +27,4 @@ pub use command::{
 };
 pub use error::Error;
 pub use model::{DispatchRow, Domain, Health, Node, Policy, Reason, Region, Site, State, Weights, Zone};
+pub use table::{DispatchTable, Row};

@@ -15,7 +15,7 @@ pub struct State {
     pub domains: BTreeMap<String, Domain>,
     pub policy: Policy,
     /// The elected table: (domain, region) → the node that answers, and why.
-    pub dispatch: BTreeMap<(String, String), DispatchRow>,
+    pub dispatch: super::table::DispatchTable,
     /// Objects, their sync feeds and the region status.
     pub meta: super::objects::Meta,
     /// The remediation queue: actions and anomalies.
@@ -88,7 +88,8 @@ impl Default for Policy {
     }
 }
 
-/// One row of the elected table.
+/// One row of the elected table, owned. The table stores rows compactly and lends them as
+/// [`super::table::Row`]; this is the form they are read from a snapshot in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DispatchRow {
     /// The elected node; `None`: the domain has no answer in this region.
