@@ -60,6 +60,7 @@ pub mod db;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod types;
 

@@ -1,4 +1,4 @@
-//! The state machine: the [`State`] in memory, snapshots in RocksDB.
+//! The state machine: the [`State`] in memory, snapshots in files (`snapshot_file.rs`).
 //!
 //! Applying is a pure function of the log (see `state/`), so the state itself is not
 //! written on every apply. A snapshot is taken every `snapshot_every` applied entries and
@@ -6,23 +6,20 @@
 //! snapshot and Raft re-applies the committed entries after it.
 
 use std::collections::VecDeque;
-use std::io::Cursor;
+use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{EntryPayload, ErrorSubject};
-use rocksdb::{WriteBatch, DB};
+use openraft::EntryPayload;
+use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::db::{synced, CF_SNAPSHOT};
-use super::log_store::{decode, encode, read_err, write_err};
+use super::snapshot_file::{SnapshotFile, SnapshotFiles};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::metrics::Metrics;
 use crate::state::{BatchResult, Change, State};
-
-const KEY_CURRENT: &[u8] = b"current";
 
 /// The applied state, as readers see it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,69 +125,43 @@ impl SharedState {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
 #[derive(Clone)]
 pub struct StateMachineStore {
-    db: Arc<DB>,
+    snapshots: SnapshotFiles,
     shared: SharedState,
     metrics: Arc<Metrics>,
 }
 
 impl StateMachineStore {
-    /// Opens the state machine, restoring the last snapshot if there is one.
-    pub fn open(db: Arc<DB>, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
-        let cf = db.cf_handle(CF_SNAPSHOT).expect("snapshot column family");
-        let applied = match db.get_cf(cf, KEY_CURRENT).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))? {
+    /// Opens the state machine, restoring the last snapshot (from `snapshot_dir`) if there
+    /// is one.
+    pub fn open(db: Arc<DB>, snapshot_dir: &Path, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
+        let (snapshots, loaded) = SnapshotFiles::open(db, snapshot_dir)?;
+        let applied = match loaded {
             None => Applied::default(),
-            Some(bytes) => {
-                let stored: StoredSnapshot = decode(&bytes).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
-                let state: State = decode(&stored.data).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
-                tracing::info!(last_applied = ?stored.meta.last_log_id, "restored state from snapshot");
+            Some((meta, state)) => {
+                tracing::info!(last_applied = ?meta.last_log_id, "restored state from snapshot");
                 let mut history = History::default();
-                history.restart(stored.meta.last_log_id.map(|l| l.index).unwrap_or(0));
-                Applied {
-                    last_applied: stored.meta.last_log_id,
-                    membership: stored.meta.last_membership,
-                    state,
-                    history,
-                }
+                history.restart(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+                Applied { last_applied: meta.last_log_id, membership: meta.last_membership, state, history }
             }
         };
-        Ok(Self { shared: SharedState::new(applied), db, metrics })
+        Ok(Self { shared: SharedState::new(applied), snapshots, metrics })
     }
 
     pub fn shared(&self) -> SharedState {
         self.shared.clone()
     }
-
-    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let cf = self.db.cf_handle(CF_SNAPSHOT).expect("snapshot column family");
-        let bytes = self.db.get_cf(cf, KEY_CURRENT).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))?;
-        bytes.map(|b| decode(&b).map_err(|e| read_err(ErrorSubject::Snapshot(None), e))).transpose()
-    }
-
-    async fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
-        let subject = ErrorSubject::Snapshot(Some(stored.meta.signature()));
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf_handle(CF_SNAPSHOT).expect("snapshot"), KEY_CURRENT, encode(stored));
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
-            .await
-            .map_err(|e| write_err(subject.clone(), std::io::Error::other(e)))?
-            .map_err(|e| write_err(subject, e))
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    /// Writes the state into a new file while holding it (the state is serialised straight
+    /// into the file), then syncs the file and makes it current.
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = Instant::now();
-        let (meta, data) = {
+        let (meta, name, bytes) = {
             let applied = self.shared.read();
+            let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
             let id = match applied.last_applied {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rand::random::<u32>()),
                 None => format!("empty-{}", rand::random::<u32>()),
@@ -200,18 +171,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 last_membership: applied.membership.clone(),
                 snapshot_id: id,
             };
-            (meta, encode(&applied.state))
+            let (name, bytes) = self.snapshots.write(index, &applied.state)?;
+            (meta, name, bytes)
         };
-        let stored = StoredSnapshot { meta, data };
-        self.persist_snapshot(&stored).await?;
+        let file = self.snapshots.seal(&name).await?;
+        self.snapshots.make_current(&meta, file).await?;
         self.metrics.snapshots_built.inc();
         tracing::info!(
-            last_applied = ?stored.meta.last_log_id,
-            bytes = stored.data.len(),
+            last_applied = ?meta.last_log_id,
+            bytes,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot built"
         );
-        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        let (meta, snapshot) = self.snapshots.current().await?.expect("the snapshot just made current");
+        Ok(Snapshot { meta, snapshot: Box::new(snapshot) })
     }
 }
 
@@ -261,19 +234,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        Ok(Box::new(self.snapshots.receive().await?))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let state: State = decode(&data).map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
-        self.persist_snapshot(&stored).await?;
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let (file, state) = self.snapshots.take_received(index, *snapshot).await?;
+        self.snapshots.make_current(meta, file).await?;
         self.shared.replace(|applied| {
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
@@ -281,11 +249,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.history.restart(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         });
         self.metrics.snapshots_installed.inc();
-        tracing::info!(last_applied = ?meta.last_log_id, bytes = stored.data.len(), "snapshot installed from leader");
+        tracing::info!(last_applied = ?meta.last_log_id, "snapshot installed from leader");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.load_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(self.snapshots.current().await?.map(|(meta, snapshot)| Snapshot { meta, snapshot: Box::new(snapshot) }))
     }
 }

@@ -24,7 +24,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
 
 fn open(dir: &TempDir) -> (LogStore, StateMachineStore) {
     let db = db::open(dir.path()).expect("open rocksdb");
-    (LogStore::new(db.clone()), StateMachineStore::open(db, Arc::new(Metrics::new())).expect("open state machine"))
+    (
+        LogStore::new(db.clone()),
+        StateMachineStore::open(db, &dir.path().join("snapshots"), Arc::new(Metrics::new()))
+            .expect("open state machine"),
+    )
 }
 
 #[test]
@@ -69,4 +73,83 @@ async fn log_vote_and_snapshot_survive_reopening() {
     let regions: Vec<String> = shared.read().state.regions.keys().cloned().collect();
     assert_eq!(regions, vec!["r1", "r2", "r3"]);
     assert_eq!(shared.read().state.regions["r3"].revision, 3);
+}
+
+fn snapshot_files(dir: &TempDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// One file per snapshot, the previous one removed; files a crash left behind (a file
+/// being written, one written but never made current) are removed at start, and the
+/// state comes from the current file.
+#[tokio::test]
+async fn snapshot_files_replace_each_other_and_strays_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut sm) = open(&dir);
+        sm.apply((1..=2).map(|i| region_entry(i, &format!("r{i}")))).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let first = snapshot_files(&dir);
+        assert_eq!(first.len(), 1, "{first:?}");
+        sm.apply([region_entry(3, "r3")]).await.unwrap();
+        let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id, Some(log_id(3)));
+        let second = snapshot_files(&dir);
+        assert_eq!(second.len(), 1, "{second:?}");
+        assert_ne!(first, second);
+    }
+    let snapshots = dir.path().join("snapshots");
+    std::fs::write(snapshots.join("snapshot-00000000000000000009-00000000.writing"), b"half").unwrap();
+    std::fs::write(snapshots.join("snapshot-00000000000000000009-00000001.snap"), b"never current").unwrap();
+    let (_log, mut sm) = open(&dir);
+    assert_eq!(snapshot_files(&dir).len(), 1, "{:?}", snapshot_files(&dir));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3)));
+    let regions: Vec<String> = sm.shared().read().state.regions.keys().cloned().collect();
+    assert_eq!(regions, vec!["r1", "r2", "r3"]);
+    let current = sm.get_current_snapshot().await.unwrap().expect("a current snapshot");
+    assert_eq!(current.meta.last_log_id, Some(log_id(3)));
+}
+
+/// A snapshot stored inside RocksDB, as earlier versions did, is loaded and moved into a
+/// file.
+#[tokio::test]
+async fn a_snapshot_stored_inside_rocksdb_is_loaded_and_moved_to_a_file() {
+    #[derive(serde::Serialize)]
+    struct Legacy {
+        meta: super::types::SnapshotMeta,
+        data: Vec<u8>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = crate::state::State::default();
+    state
+        .apply(
+            1,
+            &Command::PutRegion { name: "old".into(), spec: RegionSpec { cidrs: vec![], fallback: vec![] }, cas: None },
+        )
+        .unwrap();
+    let meta = super::types::SnapshotMeta {
+        last_log_id: Some(log_id(1)),
+        last_membership: Default::default(),
+        snapshot_id: "1-1-7".into(),
+    };
+    {
+        let db = db::open(dir.path()).unwrap();
+        let legacy = Legacy { meta, data: bincode::serialize(&state).unwrap() };
+        let cf = db.cf_handle(db::CF_SNAPSHOT).unwrap();
+        db.put_cf(cf, b"current", bincode::serialize(&legacy).unwrap()).unwrap();
+    }
+    let (_log, mut sm) = open(&dir);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1)));
+    assert!(sm.shared().read().state.regions.contains_key("old"));
+    assert_eq!(snapshot_files(&dir).len(), 1);
+    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta.snapshot_id, "1-1-7");
+    drop(sm);
+    drop(_log);
+    let db = db::open(dir.path()).unwrap();
+    assert!(db.get_cf(db.cf_handle(db::CF_SNAPSHOT).unwrap(), b"current").unwrap().is_none());
 }
