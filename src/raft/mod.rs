@@ -57,6 +57,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod db;
+pub mod failpoint;
 pub mod log_store;
 pub mod network;
 pub mod rpc;

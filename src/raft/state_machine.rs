@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::db::{synced, CF_SNAPSHOT};
+use super::failpoint;
 use super::log_store::{decode, encode, read_err, write_err};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::metrics::Metrics;
@@ -161,6 +162,7 @@ impl StateMachineStore {
                 }
             }
         };
+        failpoint::armed();
         Ok(Self { shared: SharedState::new(applied), db, metrics })
     }
 
@@ -203,7 +205,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, encode(&applied.state))
         };
         let stored = StoredSnapshot { meta, data };
+        failpoint::hit("snapshot-build-before-persist");
         self.persist_snapshot(&stored).await?;
+        failpoint::hit("snapshot-build-after-persist");
         self.metrics.snapshots_built.inc();
         tracing::info!(
             last_applied = ?stored.meta.last_log_id,
@@ -273,7 +277,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let state: State = decode(&data).map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
+        failpoint::hit("snapshot-install-before-persist");
         self.persist_snapshot(&stored).await?;
+        failpoint::hit("snapshot-install-after-persist");
         self.shared.replace(|applied| {
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
