@@ -43,11 +43,13 @@ enum Undo {
     },
     /// Restart the peer and wait until it caught up.
     RestartCaughtUp(u64),
-    /// Restart the peer once the leader purged past `last`, kill it right after it installed
-    /// the snapshot, restart it again and wait until it caught up.
+    /// Restart the peer once the leader purged past `last`, crash it as it installs the
+    /// snapshot (kill -9 right after, or abort at `failpoint`), restart it again and wait
+    /// until it caught up.
     InstallCrash {
         id: u64,
         last: u64,
+        failpoint: Option<&'static str>,
     },
     /// Put these peers' clocks back to the true time.
     Clock(Vec<u64>),
@@ -118,6 +120,15 @@ impl Injector {
                 let how = if id == *target { String::new() } else { format!(" (peer {target} leads)") };
                 (record.excluded, record.down) = (vec![id], vec![id]);
                 match during {
+                    SnapshotStep::BuildBeforePersist | SnapshotStep::BuildAfterPersist => {
+                        let point = during.failpoint().unwrap_or_default();
+                        record.description =
+                            format!("kill -9 follower {id}{how}, restart it with failpoint {point} armed");
+                        snapshot::crash_at_build(peers, id, point).map(|what| {
+                            record.description.push_str(&format!(": {what}"));
+                            Undo::RestartCaughtUp(id)
+                        })
+                    }
                     SnapshotStep::Build => {
                         record.description = format!("kill -9 follower {id}{how} right after it builds a snapshot");
                         let wait = scheduled.duration.saturating_sub(Duration::from_secs(1));
@@ -126,12 +137,15 @@ impl Injector {
                             Undo::RestartCaughtUp(id)
                         })
                     }
-                    SnapshotStep::Install => {
-                        record.description = format!(
-                            "kill -9 follower {id}{how}, restart it once the log it needs is purged, \
-                             kill -9 it right after it installs the leader's snapshot"
-                        );
-                        snapshot::kill_for_install(peers, id).map(|last| Undo::InstallCrash { id, last })
+                    _ => {
+                        let failpoint = during.failpoint();
+                        let crash = match failpoint {
+                            Some(point) => format!("with failpoint {point} armed, until it aborts there"),
+                            None => "kill -9 it right after it installs the leader's snapshot".to_string(),
+                        };
+                        record.description =
+                            format!("kill -9 follower {id}{how}, restart it once the log it needs is purged, {crash}");
+                        snapshot::kill_for_install(peers, id).map(|last| Undo::InstallCrash { id, last, failpoint })
                     }
                 }
             }
@@ -204,9 +218,10 @@ impl Injector {
                 record.description.push_str(&format!("; removed at entry {index}"));
             }),
             Undo::RestartCaughtUp(id) => snapshot::restart_and_catch_up(peers, id),
-            Undo::InstallCrash { id, last } => snapshot::crash_during_install(peers, id, last).map(|what| {
-                record.description.push_str(&format!(": {what}"));
-            }),
+            Undo::InstallCrash { id, last, failpoint } => snapshot::crash_during_install(peers, id, last, failpoint)
+                .map(|what| {
+                    record.description.push_str(&format!(": {what}"));
+                }),
             Undo::Clock(ids) => unskew(peers, &ids),
             Undo::RestartAll(ids) => ids.iter().try_for_each(|&id| peers.start(id)),
         };
