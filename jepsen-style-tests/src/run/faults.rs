@@ -41,6 +41,12 @@ enum Undo {
         spare: u64,
         via: u64,
     },
+    /// Add the removed member `victim` back fresh through `via`, then remove `spare`.
+    Restore {
+        victim: u64,
+        spare: u64,
+        via: u64,
+    },
     /// Restart the peer and wait until it caught up.
     RestartCaughtUp(u64),
     /// Restart the peer once the leader purged past `last`, crash it as it installs the
@@ -113,6 +119,22 @@ impl Injector {
                 membership::add(peers, *spare, *via).map(|index| {
                     record.description.push_str(&format!(", membership entry {index}"));
                     Undo::RemoveSpare { spare: *spare, via: *via }
+                })
+            }
+            Fault::Replace { spare, victim, via } => {
+                let (victim, how) = resolve(*victim, &ids);
+                // Through a member that stays; the seeded one unless it is the one removed.
+                let via = if *via == victim { other(victim, &ids) } else { *via };
+                record.description = format!(
+                    "replace peer {victim}{how} by spare {spare} through peer {via}: add the spare ({} -> {} voters), \
+                     remove peer {victim}, stop it and wipe its data",
+                    ids.len(),
+                    ids.len() + 1
+                );
+                (record.excluded, record.down) = (vec![victim], vec![victim]);
+                membership::replace(peers, *spare, victim, via).map(|what| {
+                    record.description.push_str(&format!(": {what}"));
+                    Undo::Restore { victim, spare: *spare, via }
                 })
             }
             Fault::SnapshotCrash { target, during } => {
@@ -217,6 +239,9 @@ impl Injector {
             Undo::RemoveSpare { spare, via } => membership::remove(peers, spare, via).map(|index| {
                 record.description.push_str(&format!("; removed at entry {index}"));
             }),
+            Undo::Restore { victim, spare, via } => membership::restore(peers, victim, spare, via).map(|what| {
+                record.description.push_str(&format!("; {what}"));
+            }),
             Undo::RestartCaughtUp(id) => snapshot::restart_and_catch_up(peers, id),
             Undo::InstallCrash { id, last, failpoint } => snapshot::crash_during_install(peers, id, last, failpoint)
                 .map(|what| {
@@ -294,6 +319,12 @@ fn unskew(peers: &Peers, ids: &[u64]) -> Result<(), String> {
 
 /// libfaketime re-reads its file every second; the Date header has whole seconds.
 const CLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The member after `id`, for a request that must not go through `id`.
+fn other(id: u64, ids: &[u64]) -> u64 {
+    let at = ids.iter().position(|&i| i == id).unwrap_or(0);
+    ids[(at + 1) % ids.len()]
+}
 
 fn resolve(target: Target, ids: &[u64]) -> (u64, &'static str) {
     match target {

@@ -127,6 +127,14 @@ pub enum Fault {
         spare: u64,
         via: u64,
     },
+    /// Replace an original member under load: start `spare` and add it through `via`,
+    /// remove `victim` (`DELETE /v1/cluster/peers/ID`), stop it and wipe its data; at the
+    /// heal add it back fresh and remove `spare`, so the cluster ends with its original ids.
+    Replace {
+        spare: u64,
+        victim: Target,
+        via: u64,
+    },
     /// kill -9 `target` (or, when it leads, the next follower) right after its log shows
     /// the snapshot step, or restart it with a crash point armed until it aborts there;
     /// then restart it and wait until it caught up.
@@ -206,7 +214,7 @@ impl Fault {
             Fault::Kill { .. } => Nemesis::Kill,
             Fault::Pause { .. } => Nemesis::Pause,
             Fault::Netem { .. } => Nemesis::Netem,
-            Fault::Membership { .. } => Nemesis::Membership,
+            Fault::Membership { .. } | Fault::Replace { .. } => Nemesis::Membership,
             Fault::SnapshotCrash { .. } => Nemesis::SnapshotCrash,
             Fault::Clock { .. } => Nemesis::Clock,
             Fault::KillMajority { .. } => Nemesis::KillMajority,
@@ -339,7 +347,11 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64], next_spare: &mut 
         Nemesis::Membership => {
             let spare = *next_spare;
             *next_spare += 1;
-            Fault::Membership { spare, via: any(rng) }
+            if rng.gen_bool(0.5) {
+                Fault::Membership { spare, via: any(rng) }
+            } else {
+                Fault::Replace { spare, victim: target(rng), via: any(rng) }
+            }
         }
     }
 }
@@ -349,7 +361,7 @@ pub fn spares(schedule: &[Scheduled]) -> Vec<u64> {
     schedule
         .iter()
         .filter_map(|s| match s.fault {
-            Fault::Membership { spare, .. } => Some(spare),
+            Fault::Membership { spare, .. } | Fault::Replace { spare, .. } => Some(spare),
             _ => None,
         })
         .collect()
@@ -480,9 +492,14 @@ mod tests {
         assert_eq!(spares(&s), (4..4 + spares(&s).len() as u64).collect::<Vec<_>>());
         assert!(spares(&s).len() >= 2, "{s:?}");
         for f in &s {
-            if let Fault::Membership { via, .. } = f.fault {
+            if let Fault::Membership { via, .. } | Fault::Replace { via, .. } = f.fault {
                 assert!([1, 2, 3].contains(&via));
             }
         }
+        let both = (0..10)
+            .flat_map(|seed| schedule(seed, &[Nemesis::Membership], &[1, 2, 3], Duration::from_secs(40)))
+            .map(|f| matches!(f.fault, Fault::Replace { .. }))
+            .collect::<BTreeSet<bool>>();
+        assert_eq!(both.len(), 2, "both a spare added and removed, and a member replaced");
     }
 }
