@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Command, Error, State};
 
+/// A lease that began less than this far ahead of the leader's clock is taken as it is.
+pub const CLOCK_SLACK_MS: u64 = 1_000;
+
 /// Action types the cluster carries out itself, through its own log.
 pub const BUILTIN: &[&str] = &["drain_node", "restore_node", "failover_domain", "lock_domain", "pin_site"];
 
@@ -255,11 +258,15 @@ impl Engine {
         a.status == Status::Running && a.lease_until_ms.is_some_and(|l| l <= at_ms)
     }
 
-    /// Whether a running action's lease began after `at_ms`: it was stamped by a leader
-    /// whose clock ran ahead of this one (or before this clock was stepped back), and by
-    /// this clock it would end late by the difference.
+    /// Whether a running action's lease began more than [`CLOCK_SLACK_MS`] after `at_ms`:
+    /// it was stamped by a leader whose clock ran ahead of this one (or before this clock
+    /// was stepped back), and by this clock it would end late by the difference. The slack
+    /// leaves alone the milliseconds by which concurrent proposals' stamps can disagree
+    /// with the log's order.
     pub fn lease_from_ahead(a: &Action, at_ms: u64) -> bool {
-        a.status == Status::Running && a.lease_until_ms.is_some() && a.started_ms.is_some_and(|s| s > at_ms)
+        a.status == Status::Running
+            && a.lease_until_ms.is_some()
+            && a.started_ms.is_some_and(|s| s > at_ms.saturating_add(CLOCK_SLACK_MS))
     }
 
     /// Whether an `ExpireLeases` at `at_ms` would change anything.
@@ -488,9 +495,9 @@ impl State {
 
     /// Running actions whose lease ran out by `at_ms` (the leader's clock) are retried or failed.
     ///
-    /// A lease that began after `at_ms` was stamped by a leader whose clock ran ahead of
-    /// this one: it is re-based to this clock, keeping its length (start and end move back
-    /// to `at_ms` and `at_ms + length`). That only shortens it, never below a full lease
+    /// A lease that began after `at_ms` (by more than [`CLOCK_SLACK_MS`]) was stamped by a
+    /// leader whose clock ran ahead of this one: it is re-based to this clock, keeping its
+    /// length (start and end move back to `at_ms` and `at_ms + length`). That only shortens it, never below a full lease
     /// from now, so a worker still holds it at least as long as it was granted; without
     /// it, a lease stamped by a clock two minutes ahead would hold its action two minutes
     /// past its end.
@@ -747,6 +754,9 @@ mod tests {
         s.claim_action(3, "w1", &kinds, 2_000, 130_000).unwrap();
         // Claimed by a leader on time: a 30 s lease.
         s.claim_action(4, "w2", &kinds, 30_000, 10_000).unwrap();
+        let w2 = &s.engine.actions[&b.id];
+        assert!(!Engine::lease_from_ahead(w2, 9_500), "w2's began 0.5 s ahead: within the slack");
+        assert!(Engine::lease_from_ahead(w2, 8_900), "1.1 s ahead: beyond it");
         assert!(s.engine.leases_to_expire(10_100), "w1's began 120 s after this leader's now");
         s.expire_leases(5, 10_100);
         let (x, y) = (&s.engine.actions[&a.id], &s.engine.actions[&b.id]);
