@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Variables that are not configuration keys: secrets and the CLI's endpoint.
-const NOT_KEYS: &[&str] = &["SWITCHBOARD_CLUSTER_SECRET", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ENDPOINT"];
+const NOT_KEYS: &[&str] =
+    &["SWITCHBOARD_CLUSTER_SECRET", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ENDPOINT", crate::raft::failpoint::ENV];
 const SECTIONS: &[&str] = &["raft", "http", "dns"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

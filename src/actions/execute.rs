@@ -6,7 +6,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::peer::{now_ms, Peer};
-use crate::state::actions::Status;
 use crate::state::Command;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -26,10 +25,8 @@ pub async fn run(peer: Arc<Peer>, shutdown: CancellationToken) {
         let (expired, builtins) = {
             let applied = peer.state.read();
             let engine = &applied.state.engine;
-            let expired = engine
-                .actions
-                .values()
-                .any(|a| a.status == Status::Running && a.lease_until_ms.is_some_and(|l| l <= at_ms));
+            // Leases that ran out, or that a leader whose clock ran ahead stamped (re-based).
+            let expired = engine.leases_to_expire(at_ms);
             let room = (engine.policy.max_active as usize).saturating_sub(engine.running());
             let builtins: Vec<u64> = engine
                 .queue()

@@ -32,7 +32,7 @@
 //! One RocksDB database under `--data-dir` (`db.rs`). The log and the vote (`log_store.rs`)
 //! are written with one synced `WriteBatch` per append before Raft is told they are durable.
 //! The state machine (`state_machine.rs`) lives in memory; every `snapshot_every` applied
-//! entries it is serialised into a snapshot, synced to RocksDB, and the log before it is
+//! entries it is serialised into a snapshot file, synced (`snapshot_file.rs`), and the log before it is
 //! purged (keeping `keep_logs` entries for followers that are a little behind), so the disk
 //! stays bounded under endless writes. A restarting peer loads its snapshot and re-applies
 //! the committed log after it; a peer too far behind receives the leader's snapshot.
@@ -57,6 +57,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod db;
+pub mod failpoint;
 pub mod log_store;
 pub mod network;
 pub mod rpc;

@@ -16,6 +16,7 @@ use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::failpoint;
 use super::snapshot_file::{SnapshotFile, SnapshotFiles};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::metrics::Metrics;
@@ -146,6 +147,7 @@ impl StateMachineStore {
                 Applied { last_applied: meta.last_log_id, membership: meta.last_membership, state, history }
             }
         };
+        failpoint::armed();
         Ok(Self { shared: SharedState::new(applied), snapshots, metrics })
     }
 
@@ -175,7 +177,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, name, bytes)
         };
         let file = self.snapshots.seal(&name).await?;
+        failpoint::hit("snapshot-build-before-persist");
         self.snapshots.make_current(&meta, file).await?;
+        failpoint::hit("snapshot-build-after-persist");
         self.metrics.snapshots_built.inc();
         tracing::info!(
             last_applied = ?meta.last_log_id,
@@ -241,7 +245,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let (file, state) = self.snapshots.take_received(index, *snapshot).await?;
+        failpoint::hit("snapshot-install-before-persist");
         self.snapshots.make_current(meta, file).await?;
+        failpoint::hit("snapshot-install-after-persist");
         self.shared.replace(|applied| {
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();

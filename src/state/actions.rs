@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Command, Error, State};
 
+/// A lease that began less than this far ahead of the leader's clock is taken as it is.
+pub const CLOCK_SLACK_MS: u64 = 1_000;
+
 /// Action types the cluster carries out itself, through its own log.
 pub const BUILTIN: &[&str] = &["drain_node", "restore_node", "failover_domain", "lock_domain", "pin_site"];
 
@@ -250,6 +253,27 @@ impl Engine {
         a.not_before_ms <= at_ms || a.not_before_ms > at_ms.saturating_add(longest)
     }
 
+    /// Whether the lease of a running action has run out at `at_ms`.
+    pub fn lease_expired(a: &Action, at_ms: u64) -> bool {
+        a.status == Status::Running && a.lease_until_ms.is_some_and(|l| l <= at_ms)
+    }
+
+    /// Whether a running action's lease began more than [`CLOCK_SLACK_MS`] after `at_ms`:
+    /// it was stamped by a leader whose clock ran ahead of this one (or before this clock
+    /// was stepped back), and by this clock it would end late by the difference. The slack
+    /// leaves alone the milliseconds by which concurrent proposals' stamps can disagree
+    /// with the log's order.
+    pub fn lease_from_ahead(a: &Action, at_ms: u64) -> bool {
+        a.status == Status::Running
+            && a.lease_until_ms.is_some()
+            && a.started_ms.is_some_and(|s| s > at_ms.saturating_add(CLOCK_SLACK_MS))
+    }
+
+    /// Whether an `ExpireLeases` at `at_ms` would change anything.
+    pub fn leases_to_expire(&self, at_ms: u64) -> bool {
+        self.actions.values().any(|a| Self::lease_expired(a, at_ms) || Self::lease_from_ahead(a, at_ms))
+    }
+
     fn position(&self, id: u64) -> Option<usize> {
         self.queue().iter().position(|a| a.id == id).map(|p| p + 1)
     }
@@ -470,12 +494,25 @@ impl State {
     }
 
     /// Running actions whose lease ran out by `at_ms` (the leader's clock) are retried or failed.
+    ///
+    /// A lease that began after `at_ms` (by more than [`CLOCK_SLACK_MS`]) was stamped by a
+    /// leader whose clock ran ahead of this one: it is re-based to this clock, keeping its
+    /// length (start and end move back to `at_ms` and `at_ms + length`). That only shortens it, never below a full lease
+    /// from now, so a worker still holds it at least as long as it was granted; without
+    /// it, a lease stamped by a clock two minutes ahead would hold its action two minutes
+    /// past its end.
     pub(super) fn expire_leases(&mut self, index: u64, at_ms: u64) {
+        for a in self.engine.actions.values_mut().filter(|a| Engine::lease_from_ahead(a, at_ms)) {
+            let (Some(start), Some(end)) = (a.started_ms, a.lease_until_ms) else { continue };
+            a.started_ms = Some(at_ms);
+            a.lease_until_ms = Some(at_ms + end.saturating_sub(start));
+            a.revision = index;
+        }
         let expired: Vec<(u64, String)> = self
             .engine
             .actions
             .values()
-            .filter(|a| a.status == Status::Running && a.lease_until_ms.is_some_and(|l| l <= at_ms))
+            .filter(|a| Engine::lease_expired(a, at_ms))
             .map(|a| (a.id, a.worker.clone().unwrap_or_default()))
             .collect();
         for (id, worker) in expired {
@@ -705,5 +742,38 @@ mod tests {
         s.report_action(8, a.id, "w2", Some(2), false, Some("boom".into()), 16_600).unwrap();
         assert_eq!(s.engine.actions[&a.id].status, Status::Failed);
         assert_eq!(s.engine.stats.processed["deterministic"], 1);
+    }
+
+    #[test]
+    fn a_lease_stamped_by_a_clock_ahead_is_rebased_to_the_leaders_clock() {
+        let mut s = State::default();
+        let kinds = vec!["probe".to_string()];
+        let a = submit(&mut s, 1, spec("probe", "t", Source::Deterministic, 3, 1.0));
+        let b = submit(&mut s, 2, spec("probe", "u", Source::Deterministic, 3, 1.0));
+        // Claimed through a leader 120 s ahead: a 2 s lease ending at 132 s by that clock.
+        s.claim_action(3, "w1", &kinds, 2_000, 130_000).unwrap();
+        // Claimed by a leader on time: a 30 s lease.
+        s.claim_action(4, "w2", &kinds, 30_000, 10_000).unwrap();
+        let w2 = &s.engine.actions[&b.id];
+        assert!(!Engine::lease_from_ahead(w2, 9_500), "w2's began 0.5 s ahead: within the slack");
+        assert!(Engine::lease_from_ahead(w2, 8_900), "1.1 s ahead: beyond it");
+        assert!(s.engine.leases_to_expire(10_100), "w1's began 120 s after this leader's now");
+        s.expire_leases(5, 10_100);
+        let (x, y) = (&s.engine.actions[&a.id], &s.engine.actions[&b.id]);
+        assert_eq!((x.status, x.started_ms, x.lease_until_ms), (Status::Running, Some(10_100), Some(12_100)));
+        assert_eq!((x.revision, x.worker.as_deref()), (5, Some("w1")), "still held, for a full lease from now");
+        assert_eq!((y.started_ms, y.lease_until_ms, y.revision), (Some(10_000), Some(40_000), 4), "left alone");
+        assert!(!s.engine.leases_to_expire(10_200), "nothing more to do until the lease ends");
+        // It ends a lease length later by this clock, not 120 s later.
+        s.expire_leases(6, 12_100);
+        let x = &s.engine.actions[&a.id];
+        assert_eq!((x.status, x.attempts, x.worker.as_deref()), (Status::Queued, 1, None));
+        assert!(s.report_action(7, a.id, "w1", Some(1), true, None, 12_200).is_err(), "w1 lost it");
+        // A lease from a clock ahead that has also run out by this one is simply expired.
+        let mut t = State::default();
+        let c = submit(&mut t, 1, spec("probe", "v", Source::Deterministic, 3, 1.0));
+        t.claim_action(2, "w1", &kinds, 2_000, 130_000).unwrap();
+        t.expire_leases(3, 200_000);
+        assert_eq!(t.engine.actions[&c.id].status, Status::Queued);
     }
 }

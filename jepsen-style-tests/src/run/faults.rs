@@ -41,13 +41,21 @@ enum Undo {
         spare: u64,
         via: u64,
     },
+    /// Add the removed member `victim` back fresh through `via`, then remove `spare`.
+    Restore {
+        victim: u64,
+        spare: u64,
+        via: u64,
+    },
     /// Restart the peer and wait until it caught up.
     RestartCaughtUp(u64),
-    /// Restart the peer once the leader purged past `last`, kill it right after it installed
-    /// the snapshot, restart it again and wait until it caught up.
+    /// Restart the peer once the leader purged past `last`, crash it as it installs the
+    /// snapshot (kill -9 right after, or abort at `failpoint`), restart it again and wait
+    /// until it caught up.
     InstallCrash {
         id: u64,
         last: u64,
+        failpoint: Option<&'static str>,
     },
     /// Put these peers' clocks back to the true time.
     Clock(Vec<u64>),
@@ -113,11 +121,36 @@ impl Injector {
                     Undo::RemoveSpare { spare: *spare, via: *via }
                 })
             }
+            Fault::Replace { spare, victim, via } => {
+                let (victim, how) = resolve(*victim, &ids);
+                // Through a member that stays; the seeded one unless it is the one removed.
+                let via = if *via == victim { other(victim, &ids) } else { *via };
+                record.description = format!(
+                    "replace peer {victim}{how} by spare {spare} through peer {via}: add the spare ({} -> {} voters), \
+                     remove peer {victim}, stop it and wipe its data",
+                    ids.len(),
+                    ids.len() + 1
+                );
+                (record.excluded, record.down) = (vec![victim], vec![victim]);
+                membership::replace(peers, *spare, victim, via).map(|what| {
+                    record.description.push_str(&format!(": {what}"));
+                    Undo::Restore { victim, spare: *spare, via }
+                })
+            }
             Fault::SnapshotCrash { target, during } => {
                 let id = snapshot::follower(*target, &ids);
                 let how = if id == *target { String::new() } else { format!(" (peer {target} leads)") };
                 (record.excluded, record.down) = (vec![id], vec![id]);
                 match during {
+                    SnapshotStep::BuildBeforePersist | SnapshotStep::BuildAfterPersist => {
+                        let point = during.failpoint().unwrap_or_default();
+                        record.description =
+                            format!("kill -9 follower {id}{how}, restart it with failpoint {point} armed");
+                        snapshot::crash_at_build(peers, id, point).map(|what| {
+                            record.description.push_str(&format!(": {what}"));
+                            Undo::RestartCaughtUp(id)
+                        })
+                    }
                     SnapshotStep::Build => {
                         record.description = format!("kill -9 follower {id}{how} right after it builds a snapshot");
                         let wait = scheduled.duration.saturating_sub(Duration::from_secs(1));
@@ -126,12 +159,15 @@ impl Injector {
                             Undo::RestartCaughtUp(id)
                         })
                     }
-                    SnapshotStep::Install => {
-                        record.description = format!(
-                            "kill -9 follower {id}{how}, restart it once the log it needs is purged, \
-                             kill -9 it right after it installs the leader's snapshot"
-                        );
-                        snapshot::kill_for_install(peers, id).map(|last| Undo::InstallCrash { id, last })
+                    _ => {
+                        let failpoint = during.failpoint();
+                        let crash = match failpoint {
+                            Some(point) => format!("with failpoint {point} armed, until it aborts there"),
+                            None => "kill -9 it right after it installs the leader's snapshot".to_string(),
+                        };
+                        record.description =
+                            format!("kill -9 follower {id}{how}, restart it once the log it needs is purged, {crash}");
+                        snapshot::kill_for_install(peers, id).map(|last| Undo::InstallCrash { id, last, failpoint })
                     }
                 }
             }
@@ -203,10 +239,14 @@ impl Injector {
             Undo::RemoveSpare { spare, via } => membership::remove(peers, spare, via).map(|index| {
                 record.description.push_str(&format!("; removed at entry {index}"));
             }),
-            Undo::RestartCaughtUp(id) => snapshot::restart_and_catch_up(peers, id),
-            Undo::InstallCrash { id, last } => snapshot::crash_during_install(peers, id, last).map(|what| {
-                record.description.push_str(&format!(": {what}"));
+            Undo::Restore { victim, spare, via } => membership::restore(peers, victim, spare, via).map(|what| {
+                record.description.push_str(&format!("; {what}"));
             }),
+            Undo::RestartCaughtUp(id) => snapshot::restart_and_catch_up(peers, id),
+            Undo::InstallCrash { id, last, failpoint } => snapshot::crash_during_install(peers, id, last, failpoint)
+                .map(|what| {
+                    record.description.push_str(&format!(": {what}"));
+                }),
             Undo::Clock(ids) => unskew(peers, &ids),
             Undo::RestartAll(ids) => ids.iter().try_for_each(|&id| peers.start(id)),
         };
@@ -279,6 +319,12 @@ fn unskew(peers: &Peers, ids: &[u64]) -> Result<(), String> {
 
 /// libfaketime re-reads its file every second; the Date header has whole seconds.
 const CLOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The member after `id`, for a request that must not go through `id`.
+fn other(id: u64, ids: &[u64]) -> u64 {
+    let at = ids.iter().position(|&i| i == id).unwrap_or(0);
+    ids[(at + 1) % ids.len()]
+}
 
 fn resolve(target: Target, ids: &[u64]) -> (u64, &'static str) {
     match target {

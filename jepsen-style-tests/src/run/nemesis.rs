@@ -25,7 +25,7 @@ pub enum Nemesis {
     Netem,
     /// Add a spare peer to the cluster under load, remove it at the heal.
     Membership,
-    /// kill -9 a follower right after it built or installed a snapshot.
+    /// Crash a follower at a snapshot it builds or installs.
     #[serde(rename = "snapshot-crash")]
     SnapshotCrash,
     /// Skew peers' wall clocks (libfaketime).
@@ -127,8 +127,17 @@ pub enum Fault {
         spare: u64,
         via: u64,
     },
+    /// Replace an original member under load: start `spare` and add it through `via`,
+    /// remove `victim` (`DELETE /v1/cluster/peers/ID`), stop it and wipe its data; at the
+    /// heal add it back fresh and remove `spare`, so the cluster ends with its original ids.
+    Replace {
+        spare: u64,
+        victim: Target,
+        via: u64,
+    },
     /// kill -9 `target` (or, when it leads, the next follower) right after its log shows
-    /// the snapshot step, then restart it and wait until it caught up.
+    /// the snapshot step, or restart it with a crash point armed until it aborts there;
+    /// then restart it and wait until it caught up.
     SnapshotCrash {
         target: u64,
         during: SnapshotStep,
@@ -144,13 +153,50 @@ pub enum Fault {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SnapshotStep {
     /// The follower builds a snapshot of its own (`snapshot built`).
     Build,
     /// The follower, kept down until the leader purged its log, receives the leader's
     /// snapshot on restart (`snapshot installed from leader`).
     Install,
+    /// Crash points inside switchboard (`SWITCHBOARD_FAILPOINT`): the follower is restarted
+    /// with one armed and aborts there. Building its own snapshot, before or after it is
+    /// written;
+    BuildBeforePersist,
+    BuildAfterPersist,
+    /// installing the leader's (kept down first, as for `Install`), before or after it is
+    /// written.
+    InstallBeforePersist,
+    InstallAfterPersist,
+}
+
+impl SnapshotStep {
+    pub const ALL: [SnapshotStep; 6] = [
+        SnapshotStep::Build,
+        SnapshotStep::Install,
+        SnapshotStep::BuildBeforePersist,
+        SnapshotStep::BuildAfterPersist,
+        SnapshotStep::InstallBeforePersist,
+        SnapshotStep::InstallAfterPersist,
+    ];
+
+    /// The crash point armed in switchboard, for the failpoint shapes.
+    pub fn failpoint(self) -> Option<&'static str> {
+        match self {
+            SnapshotStep::Build | SnapshotStep::Install => None,
+            SnapshotStep::BuildBeforePersist => Some("snapshot-build-before-persist"),
+            SnapshotStep::BuildAfterPersist => Some("snapshot-build-after-persist"),
+            SnapshotStep::InstallBeforePersist => Some("snapshot-install-before-persist"),
+            SnapshotStep::InstallAfterPersist => Some("snapshot-install-after-persist"),
+        }
+    }
+
+    /// Whether the follower must receive the leader's snapshot (kept down until the leader
+    /// purged past its log).
+    pub fn installs(self) -> bool {
+        matches!(self, SnapshotStep::Install | SnapshotStep::InstallBeforePersist | SnapshotStep::InstallAfterPersist)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -168,7 +214,7 @@ impl Fault {
             Fault::Kill { .. } => Nemesis::Kill,
             Fault::Pause { .. } => Nemesis::Pause,
             Fault::Netem { .. } => Nemesis::Netem,
-            Fault::Membership { .. } => Nemesis::Membership,
+            Fault::Membership { .. } | Fault::Replace { .. } => Nemesis::Membership,
             Fault::SnapshotCrash { .. } => Nemesis::SnapshotCrash,
             Fault::Clock { .. } => Nemesis::Clock,
             Fault::KillMajority { .. } => Nemesis::KillMajority,
@@ -273,7 +319,7 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64], next_spare: &mut 
         },
         Nemesis::SnapshotCrash => Fault::SnapshotCrash {
             target: any(rng),
-            during: if rng.gen_bool(0.5) { SnapshotStep::Build } else { SnapshotStep::Install },
+            during: SnapshotStep::ALL[rng.gen_range(0..SnapshotStep::ALL.len())],
         },
         Nemesis::Clock => {
             // One or two peers; small and large skews, ahead and behind.
@@ -301,7 +347,11 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64], next_spare: &mut 
         Nemesis::Membership => {
             let spare = *next_spare;
             *next_spare += 1;
-            Fault::Membership { spare, via: any(rng) }
+            if rng.gen_bool(0.5) {
+                Fault::Membership { spare, via: any(rng) }
+            } else {
+                Fault::Replace { spare, victim: target(rng), via: any(rng) }
+            }
         }
     }
 }
@@ -311,7 +361,7 @@ pub fn spares(schedule: &[Scheduled]) -> Vec<u64> {
     schedule
         .iter()
         .filter_map(|s| match s.fault {
-            Fault::Membership { spare, .. } => Some(spare),
+            Fault::Membership { spare, .. } | Fault::Replace { spare, .. } => Some(spare),
             _ => None,
         })
         .collect()
@@ -424,14 +474,32 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_crashes_come_in_every_shape() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..20 {
+            for s in schedule(seed, &[Nemesis::SnapshotCrash], &[1, 2, 3], Duration::from_secs(40)) {
+                if let Fault::SnapshotCrash { during, .. } = s.fault {
+                    seen.insert(format!("{during:?}"));
+                }
+            }
+        }
+        assert_eq!(seen.len(), SnapshotStep::ALL.len(), "{seen:?}");
+    }
+
+    #[test]
     fn membership_faults_use_a_fresh_spare_each() {
         let s = schedule(3, &[Nemesis::Membership, Nemesis::Kill], &[1, 2, 3], Duration::from_secs(120));
         assert_eq!(spares(&s), (4..4 + spares(&s).len() as u64).collect::<Vec<_>>());
         assert!(spares(&s).len() >= 2, "{s:?}");
         for f in &s {
-            if let Fault::Membership { via, .. } = f.fault {
+            if let Fault::Membership { via, .. } | Fault::Replace { via, .. } = f.fault {
                 assert!([1, 2, 3].contains(&via));
             }
         }
+        let both = (0..10)
+            .flat_map(|seed| schedule(seed, &[Nemesis::Membership], &[1, 2, 3], Duration::from_secs(40)))
+            .map(|f| matches!(f.fault, Fault::Replace { .. }))
+            .collect::<BTreeSet<bool>>();
+        assert_eq!(both.len(), 2, "both a spare added and removed, and a member replaced");
     }
 }

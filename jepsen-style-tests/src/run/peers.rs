@@ -109,6 +109,37 @@ impl Peers {
 
     /// Starts (or restarts) a peer; its log is appended to.
     pub fn start(&mut self, id: u64) -> Result<(), String> {
+        self.start_with(id, &[])
+    }
+
+    /// Restarts a peer with a crash point armed (`SWITCHBOARD_FAILPOINT`, see
+    /// switchboard's `src/raft/failpoint.rs`): it aborts when it gets there.
+    pub fn start_armed(&mut self, id: u64, failpoint: &str) -> Result<(), String> {
+        self.start_with(id, &[("SWITCHBOARD_FAILPOINT", failpoint)])
+    }
+
+    /// Waits (up to `timeout`) for a peer to exit, as an armed one does; it is then marked
+    /// killed (to be restarted), not exited on its own. On timeout it is killed and the
+    /// wait fails.
+    pub fn await_exit(&mut self, id: u64, timeout: Duration) -> Result<ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let peer = self.peers.get_mut(&id).ok_or_else(|| format!("no peer {id}"))?;
+            let Some(child) = peer.child.as_mut() else { return Err(format!("peer {id} is not running")) };
+            if let Some(status) = child.try_wait().map_err(|e| format!("cannot wait for peer {id}: {e}"))? {
+                peer.child = None;
+                peer.state = State::Killed;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.kill(id)?;
+                return Err(format!("peer {id} was still running after {timeout:?}; killed"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn start_with(&mut self, id: u64, extra_env: &[(&str, &str)]) -> Result<(), String> {
         let dir = &self.config.dir;
         let log = OpenOptions::new()
             .create(true)
@@ -137,6 +168,9 @@ impl Peers {
         }
         cmd.env("SWITCHBOARD_CLUSTER_SECRET", &self.config.secret);
         for (k, v) in &self.config.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
             cmd.env(k, v);
         }
         if let Some(lib) = &self.config.faketime {

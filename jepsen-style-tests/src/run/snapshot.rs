@@ -8,8 +8,11 @@
 //!   it is killed again right after `snapshot installed from leader`, then restarted.
 //!
 //! The kill follows the log line within a few milliseconds: it lands in the steps after
-//! the snapshot is written (purging, applying what follows), not inside the write itself,
-//! which would need a crash point in the product.
+//! the snapshot is written (purging, applying what follows), not inside the write itself.
+//! For that, switchboard's crash points (`SWITCHBOARD_FAILPOINT`, `src/raft/failpoint.rs`):
+//! the follower is restarted with one armed, before or after the snapshot it builds or
+//! installs is written, and aborts there; the fault fails unless its log shows
+//! `failpoint <name> fired` and it exited. Then it is restarted unarmed and must catch up.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,8 @@ const POLL: Duration = Duration::from_millis(100);
 const PURGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for a restarted follower to receive the snapshot.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a follower restarted with a crash point armed to get there.
+const FAILPOINT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for a restarted follower to catch up with the leader.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -49,6 +54,28 @@ pub fn kill_after_build(peers: &mut Peers, id: u64, timeout: Duration) -> Result
     Ok(format!("killed right after `{}` (waited {:.1} s for it)", summary(&line), started.elapsed().as_secs_f64()))
 }
 
+/// kill -9 peer `id`, restart it with `failpoint` armed and wait until it aborted there
+/// (building a snapshot of its own); it stays down until the heal.
+pub fn crash_at_build(peers: &mut Peers, id: u64, failpoint: &str) -> Result<String, String> {
+    peers.kill(id)?;
+    let started = Instant::now();
+    armed_crash(peers, id, failpoint)?;
+    Ok(format!("failpoint {failpoint} fired {:.1} s after the restart", started.elapsed().as_secs_f64()))
+}
+
+/// Starts peer `id` with `failpoint` armed and waits until it logged that it fired and
+/// exited.
+fn armed_crash(peers: &mut Peers, id: u64, failpoint: &str) -> Result<(), String> {
+    let mut watch = LogWatch::from_end(&peers.log_path(id));
+    peers.start_armed(id, failpoint)?;
+    let status =
+        peers.await_exit(id, FAILPOINT_TIMEOUT).map_err(|e| format!("failpoint {failpoint} did not fire: {e}"))?;
+    watch
+        .wait_for(&format!("failpoint {failpoint} fired"), Duration::from_secs(1))
+        .map_err(|e| format!("peer {id} exited ({status}) without firing failpoint {failpoint}: {e}"))?;
+    Ok(())
+}
+
 /// Peer `id`'s last log index, then kill -9: the first half of the `install` fault.
 pub fn kill_for_install(peers: &mut Peers, id: u64) -> Result<u64, String> {
     let last = status(id)?.get("last_log_index").and_then(Value::as_u64).unwrap_or(0);
@@ -56,9 +83,10 @@ pub fn kill_for_install(peers: &mut Peers, id: u64) -> Result<u64, String> {
     Ok(last)
 }
 
-/// The second half: once the leader purged past `last`, restart the follower, kill it
-/// right after it installed the leader's snapshot, restart it and wait until it caught up.
-pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64) -> Result<String, String> {
+/// The second half: once the leader purged past `last`, restart the follower, crash it
+/// (kill -9 right after it installed the leader's snapshot, or with `failpoint` armed),
+/// restart it and wait until it caught up.
+pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64, failpoint: Option<&str>) -> Result<String, String> {
     let others: Vec<u64> = peers.ids().into_iter().filter(|&p| p != id).collect();
     let deadline = Instant::now() + PURGE_TIMEOUT;
     let purged = loop {
@@ -74,16 +102,23 @@ pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64) -> Result<Str
             _ => std::thread::sleep(POLL),
         }
     };
-    let mut watch = LogWatch::from_end(&peers.log_path(id));
-    peers.start(id)?;
-    let line = watch.wait_for("snapshot installed from leader", INSTALL_TIMEOUT)?;
-    peers.kill(id)?;
+    let crash = match failpoint {
+        Some(point) => {
+            armed_crash(peers, id, point)?;
+            format!("restarted with failpoint {point} armed, which fired")
+        }
+        None => {
+            let mut watch = LogWatch::from_end(&peers.log_path(id));
+            peers.start(id)?;
+            let line = watch.wait_for("snapshot installed from leader", INSTALL_TIMEOUT)?;
+            peers.kill(id)?;
+            format!("restarted, killed right after `{}`", summary(&line))
+        }
+    };
     peers.start(id)?;
     let index = await_caught_up(id, &others, CATCH_UP_TIMEOUT)?;
     Ok(format!(
-        "down while the leader purged to {purged} (its log ended at {last}); restarted, killed right after `{}`; \
-         restarted, caught up to {index}",
-        summary(&line)
+        "down while the leader purged to {purged} (its log ended at {last}); {crash}; restarted, caught up to {index}"
     ))
 }
 

@@ -1,0 +1,54 @@
+//! Crash points for the fault-injection suite (`jepsen-style-tests`, snapshot-crash
+//! nemesis): a test hook, not a feature. `SWITCHBOARD_FAILPOINT=<name>` in a peer's
+//! environment, read once at start, makes the peer log `failpoint <name> fired` and abort
+//! (as a crash would: no shutdown, nothing flushed) the first time it reaches that point.
+//! Unset, or naming no point, it does nothing.
+//!
+//! The points, in `state_machine.rs` (a snapshot is written to its own file, synced and
+//! renamed, then made current by one synced RocksDB write naming it: `snapshot_file.rs`):
+//!
+//! - `snapshot-build-before-persist`: a snapshot of the peer's own state is in its file,
+//!   synced, but not current (the file is removed at restart; the previous snapshot stays);
+//! - `snapshot-build-after-persist`: current, not yet handed to Raft (which would then purge
+//!   the log before it);
+//! - `snapshot-install-before-persist`: the leader's snapshot is received into its file,
+//!   synced, but not current;
+//! - `snapshot-install-after-persist`: current, not yet the state in memory, and Raft has
+//!   not learned of it (its log and vote are as before the install).
+
+use std::sync::OnceLock;
+
+pub const ENV: &str = "SWITCHBOARD_FAILPOINT";
+
+pub const POINTS: &[&str] = &[
+    "snapshot-build-before-persist",
+    "snapshot-build-after-persist",
+    "snapshot-install-before-persist",
+    "snapshot-install-after-persist",
+];
+
+static ARMED: OnceLock<Option<String>> = OnceLock::new();
+
+/// Reads `SWITCHBOARD_FAILPOINT` (once; later calls return the first answer) and warns when
+/// a point is armed.
+pub fn armed() -> Option<&'static str> {
+    ARMED
+        .get_or_init(|| {
+            let name = std::env::var(ENV).ok().filter(|n| !n.is_empty())?;
+            if POINTS.contains(&name.as_str()) {
+                tracing::warn!(failpoint = %name, "failpoint armed: this peer aborts when it gets there (a test hook)");
+            } else {
+                tracing::warn!(failpoint = %name, known = ?POINTS, "unknown failpoint; nothing is armed");
+            }
+            Some(name)
+        })
+        .as_deref()
+}
+
+/// Aborts the process here when `name` is the armed point.
+pub fn hit(name: &str) {
+    if armed() == Some(name) {
+        tracing::error!("failpoint {name} fired");
+        std::process::abort();
+    }
+}
