@@ -92,8 +92,9 @@ impl Peer {
             .map_err(|e| Error::Fatal(format!("cannot open RocksDB in {}: {e}", config.data_dir.display())))?;
         let log_store = LogStore::new(db.clone());
         let committed = log_store.committed_index();
-        let sm = StateMachineStore::open(db, &config.data_dir.join("snapshots"), metrics.clone())
-            .map_err(|e| Error::Fatal(e.to_string()))?;
+        let sm =
+            StateMachineStore::open(db, &config.data_dir.join("snapshots"), log_store.purge_gate(), metrics.clone())
+                .map_err(|e| Error::Fatal(e.to_string()))?;
         let state = sm.shared();
 
         let rc = &config.raft;

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
@@ -28,11 +28,81 @@ pub struct LogStore {
     db: Arc<DB>,
     /// The committed index as last reported by Raft, for `/ready` and `/metrics`.
     committed: Arc<AtomicU64>,
+    gate: PurgeGate,
+}
+
+/// Holds back a purge of the log that runs ahead of the snapshot covering it.
+///
+/// When a follower receives a leader's snapshot, Raft (openraft 0.9) purges the log up to
+/// the snapshot as soon as it hands the snapshot to the state machine, without waiting for
+/// the state machine to make it durable. A crash in between would leave the peer with
+/// neither the purged entries nor the snapshot: it could not start again. So while a
+/// snapshot is being received, a purge beyond the durable snapshot is held here, and the
+/// state machine carries it out in the same RocksDB write that makes the snapshot current.
+#[derive(Clone, Default)]
+pub struct PurgeGate(Arc<Mutex<Gate>>);
+
+#[derive(Default)]
+struct Gate {
+    /// The last log id the current (durable) snapshot covers.
+    durable: Option<LogId>,
+    receiving: bool,
+    held: Option<LogId>,
+}
+
+impl PurgeGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.0.lock().expect("purge gate lock")
+    }
+
+    /// Whether a purge up to `upto` may run now; if not, it is held.
+    fn admit(&self, upto: LogId) -> bool {
+        let mut gate = self.lock();
+        if !gate.receiving || Some(upto) <= gate.durable {
+            return true;
+        }
+        gate.held = gate.held.max(Some(upto));
+        false
+    }
+
+    /// A snapshot is being received from the leader.
+    pub fn receiving(&self) {
+        self.lock().receiving = true;
+    }
+
+    /// The held purge a snapshot covering up to `last` makes safe, to carry out with it.
+    pub fn covered_by(&self, last: Option<LogId>) -> Option<LogId> {
+        let mut gate = self.lock();
+        let held = gate.held.filter(|h| Some(*h) <= last)?;
+        gate.held = None;
+        Some(held)
+    }
+
+    /// The snapshot covering up to `last` is durable (and one being received, if any, is
+    /// installed).
+    pub fn durable(&self, last: Option<LogId>, installed: bool) {
+        let mut gate = self.lock();
+        gate.durable = gate.durable.max(last);
+        if installed {
+            gate.receiving = false;
+        }
+    }
+}
+
+/// Adds the purge of the log up to `upto` to `batch`.
+pub(crate) fn purge_into(batch: &mut WriteBatch, db: &DB, upto: LogId) {
+    batch.put_cf(db.cf_handle(CF_META).expect("meta"), KEY_LAST_PURGED, encode(&upto));
+    batch.delete_range_cf(db.cf_handle(CF_LOG).expect("log"), 0u64.to_be_bytes(), (upto.index + 1).to_be_bytes());
 }
 
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
-        Self { db, committed: Arc::new(AtomicU64::new(0)) }
+        Self { db, committed: Arc::new(AtomicU64::new(0)), gate: PurgeGate::default() }
+    }
+
+    /// The gate the state machine opens when a snapshot is durable.
+    pub fn purge_gate(&self) -> PurgeGate {
+        self.gate.clone()
     }
 
     /// A shared view of the committed index, updated as Raft advances it.
@@ -156,14 +226,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if !self.gate.admit(log_id) {
+            tracing::info!(upto = log_id.index, "log purge held until the received snapshot is durable");
+            return Ok(());
+        }
         tracing::debug!(upto = log_id.index, "purging log");
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf_handle(CF_META).expect("meta"), KEY_LAST_PURGED, encode(&log_id));
-        batch.delete_range_cf(
-            self.db.cf_handle(CF_LOG).expect("log"),
-            0u64.to_be_bytes(),
-            (log_id.index + 1).to_be_bytes(),
-        );
+        purge_into(&mut batch, &self.db, log_id);
         self.write(batch, ErrorSubject::Logs).await
     }
 }

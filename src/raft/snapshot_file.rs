@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncSeekExt, AsyncWrite, ReadBuf};
 
 use super::db::{synced, CF_SNAPSHOT};
-use super::log_store::{decode, encode, read_err, write_err};
+use super::log_store::{decode, encode, purge_into, read_err, write_err, PurgeGate};
 use super::types::{SnapshotMeta, StorageError};
 use crate::state::State;
 
@@ -96,6 +96,7 @@ impl AsyncSeek for SnapshotFile {
 pub struct SnapshotFiles {
     db: Arc<DB>,
     dir: PathBuf,
+    gate: PurgeGate,
 }
 
 fn subject() -> ErrorSubject<u64> {
@@ -117,9 +118,13 @@ fn bincode_err(e: bincode::Error) -> io::Error {
 impl SnapshotFiles {
     /// Opens the directory (creating it), loads the current snapshot if there is one and
     /// removes files no record names (left by a crash while writing or receiving).
-    pub fn open(db: Arc<DB>, dir: &Path) -> Result<(Self, Option<(SnapshotMeta, State)>), StorageError> {
+    pub fn open(
+        db: Arc<DB>,
+        dir: &Path,
+        gate: PurgeGate,
+    ) -> Result<(Self, Option<(SnapshotMeta, State)>), StorageError> {
         fs::create_dir_all(dir).map_err(io_write)?;
-        let files = Self { db, dir: dir.to_path_buf() };
+        let files = Self { db, dir: dir.to_path_buf(), gate };
         let record = files.record()?;
         for entry in fs::read_dir(dir).map_err(io_read)? {
             let entry = entry.map_err(io_read)?;
@@ -145,6 +150,7 @@ impl SnapshotFiles {
                 None => None,
             },
         };
+        files.gate.durable(loaded.as_ref().and_then(|(meta, _)| meta.last_log_id), false);
         Ok((files, loaded))
     }
 
@@ -196,6 +202,7 @@ impl SnapshotFiles {
     pub async fn receive(&self) -> Result<SnapshotFile, StorageError> {
         let path = self.dir.join(format!("{}{RECEIVING}", Self::new_name(0)));
         let file = tokio::fs::File::create(&path).await.map_err(io_write)?;
+        self.gate.receiving();
         Ok(SnapshotFile { file, path })
     }
 
@@ -247,18 +254,25 @@ impl SnapshotFiles {
         Ok(format!("{name}{SUFFIX}"))
     }
 
-    /// Makes a sealed file the current snapshot (one synced RocksDB write) and removes the
-    /// file it replaces.
-    pub async fn make_current(&self, meta: &SnapshotMeta, file: String) -> Result<(), StorageError> {
+    /// Makes a sealed file the current snapshot (one synced RocksDB write, which also
+    /// carries out a log purge held back until now: `PurgeGate`) and removes the file it
+    /// replaces. `installed`: the snapshot was received from the leader.
+    pub async fn make_current(&self, meta: &SnapshotMeta, file: String, installed: bool) -> Result<(), StorageError> {
         let previous = self.record()?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(), KEY_RECORD, encode(&Record { meta: meta.clone(), file: file.clone() }));
         batch.delete_cf(self.cf(), KEY_LEGACY);
+        let held = self.gate.covered_by(meta.last_log_id);
+        if let Some(upto) = held {
+            purge_into(&mut batch, &self.db, upto);
+            tracing::info!(upto = upto.index, "purging the log the snapshot covers, with it");
+        }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
             .await
             .map_err(|e| io_write(io::Error::other(e)))?
             .map_err(|e| write_err(subject(), e))?;
+        self.gate.durable(meta.last_log_id, installed);
         if let Some(old) = previous.filter(|p| p.file != file) {
             // An open handle (a snapshot being sent) keeps reading the removed file.
             if let Err(e) = fs::remove_file(self.dir.join(&old.file)) {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::failpoint;
+use super::log_store::PurgeGate;
 use super::snapshot_file::{SnapshotFile, SnapshotFiles};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::metrics::Metrics;
@@ -136,8 +137,13 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Opens the state machine, restoring the last snapshot (from `snapshot_dir`) if there
     /// is one.
-    pub fn open(db: Arc<DB>, snapshot_dir: &Path, metrics: Arc<Metrics>) -> Result<Self, StorageError> {
-        let (snapshots, loaded) = SnapshotFiles::open(db, snapshot_dir)?;
+    pub fn open(
+        db: Arc<DB>,
+        snapshot_dir: &Path,
+        gate: PurgeGate,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StorageError> {
+        let (snapshots, loaded) = SnapshotFiles::open(db, snapshot_dir, gate)?;
         let applied = match loaded {
             None => Applied::default(),
             Some((meta, state)) => {
@@ -178,7 +184,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let file = self.snapshots.seal(&name).await?;
         failpoint::hit("snapshot-build-before-persist");
-        self.snapshots.make_current(&meta, file).await?;
+        self.snapshots.make_current(&meta, file, false).await?;
         failpoint::hit("snapshot-build-after-persist");
         self.metrics.snapshots_built.inc();
         tracing::info!(
@@ -246,7 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let (file, state) = self.snapshots.take_received(index, *snapshot).await?;
         failpoint::hit("snapshot-install-before-persist");
-        self.snapshots.make_current(meta, file).await?;
+        self.snapshots.make_current(meta, file, true).await?;
         failpoint::hit("snapshot-install-after-persist");
         self.shared.replace(|applied| {
             applied.last_applied = meta.last_log_id;

@@ -24,11 +24,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder 
 
 fn open(dir: &TempDir) -> (LogStore, StateMachineStore) {
     let db = db::open(dir.path()).expect("open rocksdb");
-    (
-        LogStore::new(db.clone()),
-        StateMachineStore::open(db, &dir.path().join("snapshots"), Arc::new(Metrics::new()))
-            .expect("open state machine"),
-    )
+    let log = LogStore::new(db.clone());
+    let sm = StateMachineStore::open(db, &dir.path().join("snapshots"), log.purge_gate(), Arc::new(Metrics::new()))
+        .expect("open state machine");
+    (log, sm)
 }
 
 #[test]
@@ -152,4 +151,38 @@ async fn a_snapshot_stored_inside_rocksdb_is_loaded_and_moved_to_a_file() {
     drop(_log);
     let db = db::open(dir.path()).unwrap();
     assert!(db.get_cf(db.cf_handle(db::CF_SNAPSHOT).unwrap(), b"current").unwrap().is_none());
+}
+
+/// While a leader's snapshot is being received, Raft's purge of the log it covers waits
+/// until the snapshot is durable, and is then done in the same write: a crash before that
+/// leaves the log as it was.
+#[tokio::test]
+async fn a_purge_ahead_of_a_received_snapshot_waits_for_it() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_leader_log, mut leader) = open(&leader_dir);
+    let entries: Vec<Entry> = (1..=5).map(|i| region_entry(i, &format!("r{i}"))).collect();
+    leader.apply(entries.clone()).await.unwrap();
+    let built = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, mut sm) = open(&dir);
+        log.blocking_append(entries[..3].to_vec()).await.unwrap();
+        let _receiving = sm.begin_receiving_snapshot().await.unwrap();
+        log.purge(log_id(5)).await.unwrap();
+        // The process dies here, before the snapshot is installed.
+    }
+    let (mut log, mut sm) = open(&dir);
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, None);
+    assert_eq!(log.try_get_log_entries(0..100).await.unwrap().len(), 3, "the entries were purged");
+
+    let mut receiving = sm.begin_receiving_snapshot().await.unwrap();
+    log.purge(log_id(5)).await.unwrap();
+    assert_eq!(log.try_get_log_entries(0..100).await.unwrap().len(), 3);
+    let current = leader.get_current_snapshot().await.unwrap().unwrap();
+    *receiving = *current.snapshot;
+    sm.install_snapshot(&built.meta, receiving).await.unwrap();
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(5)));
+    assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(5)));
 }
