@@ -2,9 +2,9 @@
 //! small record in RocksDB that names the current file.
 //!
 //! The state is serialised straight into the file and read straight back from it, so a
-//! snapshot never needs a second copy of the state in memory (at 1,000,000 dispatch rows
-//! the serialised state is ~90 MB; a copy in a buffer, another in a RocksDB write batch and
-//! a third in its memtable used to add ~270 MB to a peer's memory at every snapshot).
+//! snapshot never needs a second copy of the state in memory (a copy in a buffer, another
+//! in a RocksDB write batch and a third in its memtable raised a peer's peak from ~340 MB
+//! to ~600 MB at 1,000,000 dispatch rows: docs/benchmarks.md).
 //!
 //! A new snapshot is written to a temporary file, synced, renamed to its final name and the
 //! directory synced; only then does the synced RocksDB record make it current. A crash at
