@@ -497,10 +497,10 @@ impl State {
     ///
     /// A lease that began after `at_ms` (by more than [`CLOCK_SLACK_MS`]) was stamped by a
     /// leader whose clock ran ahead of this one: it is re-based to this clock, keeping its
-    /// length (start and end move back to `at_ms` and `at_ms + length`). That only shortens it, never below a full lease
-    /// from now, so a worker still holds it at least as long as it was granted; without
-    /// it, a lease stamped by a clock two minutes ahead would hold its action two minutes
-    /// past its end.
+    /// length (start and end move back to `at_ms` and `at_ms + length`). That only shortens
+    /// it, never below a full lease from now, so a worker still holds it at least as long
+    /// as it was granted; without it, a lease stamped by a clock two minutes ahead would
+    /// hold its action two minutes past its end.
     pub(super) fn expire_leases(&mut self, index: u64, at_ms: u64) {
         for a in self.engine.actions.values_mut().filter(|a| Engine::lease_from_ahead(a, at_ms)) {
             let (Some(start), Some(end)) = (a.started_ms, a.lease_until_ms) else { continue };
