@@ -7,7 +7,6 @@
 //! action runs again). After the final heal the drain lets them go on, always completing,
 //! until no action is queued or running, then reads every action.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use super::http;
-use super::peers::http_addr;
+use super::peers::{http_addr, Rotation};
 use super::recorder::Recorder;
 use super::signals;
 use super::workload::{classify, Outcome};
@@ -104,8 +103,7 @@ impl Workers {
         for i in 0..ids.len() * WORKERS_PER_PEER {
             let worker = Worker {
                 name: format!("w{}", i + 1),
-                ids: ids.to_vec(),
-                at: i % ids.len(),
+                peers: Rotation::new(ids, i),
                 process: PROCESS_BASE + i as u64 * PROCESS_STRIDE,
                 recorder: recorder.clone(),
                 shared: shared.clone(),
@@ -224,8 +222,7 @@ enum Plan {
 
 struct Worker {
     name: String,
-    ids: Vec<u64>,
-    at: usize,
+    peers: Rotation,
     process: u64,
     recorder: Arc<Recorder>,
     shared: Arc<Shared>,
@@ -234,15 +231,6 @@ struct Worker {
 }
 
 impl Worker {
-    fn addr(&self) -> (u64, SocketAddr) {
-        let peer = self.ids[self.at % self.ids.len()];
-        (peer, http_addr(peer))
-    }
-
-    fn reconnect(&mut self) {
-        self.at = (self.at + 1) % self.ids.len();
-    }
-
     fn run(mut self) {
         while !self.shared.stopping() {
             let Some((id, attempt)) = self.claim() else {
@@ -250,7 +238,7 @@ impl Worker {
                 continue;
             };
             let run = json!({"action_id": id, "worker": self.name, "attempt": attempt});
-            let (peer, _) = self.addr();
+            let (peer, _) = self.peers.current();
             self.recorder.invoke(self.process, F::Run, &action_key(id), run.clone(), peer);
             self.recorder.record(self.process, Type::Ok, F::Run, &action_key(id), run, peer, None);
             let plan = if self.shared.draining.load(Ordering::SeqCst) {
@@ -286,7 +274,7 @@ impl Worker {
 
     /// Claims an action; its id and attempt when the cluster handed one over.
     fn claim(&mut self) -> Option<(u64, u64)> {
-        let (peer, addr) = self.addr();
+        let (peer, addr) = self.peers.current();
         let invoke = json!({"worker": self.name, "lease_s": LEASE_S});
         self.recorder.invoke(self.process, F::Claim, QUEUE_KEY, invoke, peer);
         let body = json!({"types": [TYPE], "worker": self.name, "lease_s": LEASE_S});
@@ -314,9 +302,9 @@ impl Worker {
         match kind {
             Type::Info => {
                 self.process += 1;
-                self.reconnect();
+                self.peers.advance();
             }
-            Type::Fail => self.reconnect(),
+            Type::Fail => self.peers.advance(),
             _ => {}
         }
         claimed
@@ -326,7 +314,7 @@ impl Worker {
     /// not arrive (so a partition alone does not make every run expire).
     fn report(&mut self, f: F, id: u64, attempt: u64) {
         for _ in 0..2 {
-            let (peer, addr) = self.addr();
+            let (peer, addr) = self.peers.current();
             let invoke = json!({"worker": self.name, "attempt": attempt});
             self.recorder.invoke(self.process, f, &action_key(id), invoke.clone(), peer);
             let (path, body) = if f == F::Complete {
@@ -348,11 +336,11 @@ impl Worker {
                 Type::Ok => return,
                 Type::Info => {
                     self.process += 1;
-                    self.reconnect();
+                    self.peers.advance();
                     return;
                 }
                 _ if refused => return,
-                _ => self.reconnect(),
+                _ => self.peers.advance(),
             }
         }
     }

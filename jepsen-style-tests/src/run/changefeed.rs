@@ -8,7 +8,6 @@
 //! feed still holds.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::http;
-use super::peers::http_addr;
+use super::peers::{http_addr, Rotation};
 use super::recorder::Recorder;
 use super::signals;
 use super::workload::{classify, Outcome};
@@ -108,8 +107,7 @@ impl Feeds {
             let consumer = Consumer {
                 region,
                 key: feed_key(region, n),
-                ids: ids.to_vec(),
-                at: (i + 1) % ids.len(),
+                peers: Rotation::new(ids, i + 1),
                 process: PROCESS_BASE + i as u64 * PROCESS_STRIDE,
                 recorder: recorder.clone(),
                 shared: shared.clone(),
@@ -253,9 +251,7 @@ fn record_read(recorder: &Recorder, process: u64, key: &str, peer: u64, outcome:
 struct Consumer {
     region: &'static str,
     key: String,
-    ids: Vec<u64>,
-    /// Index in `ids` of the peer it talks to.
-    at: usize,
+    peers: Rotation,
     process: u64,
     recorder: Arc<Recorder>,
     shared: Arc<Shared>,
@@ -263,16 +259,6 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn addr(&self) -> (u64, SocketAddr) {
-        let peer = self.ids[self.at % self.ids.len()];
-        (peer, http_addr(peer))
-    }
-
-    /// Another peer, after an error or a timeout.
-    fn reconnect(&mut self) {
-        self.at = (self.at + 1) % self.ids.len();
-    }
-
     fn run(mut self) {
         let mut cursor = 0;
         let mut unacked: Vec<u64> = Vec::new();
@@ -289,10 +275,10 @@ impl Consumer {
                 if self.ack(&batch) {
                     unacked.drain(..batch.len());
                 } else {
-                    self.reconnect();
+                    self.peers.advance();
                 }
             }
-            let (peer, addr) = self.addr();
+            let (peer, addr) = self.peers.current();
             self.recorder.invoke(self.process, F::Deliver, &self.key, json!({"since": cursor}), peer);
             let path = format!("/v1/regions/{}/changes?since={cursor}&wait={WAIT_S}&limit={LIMIT}", self.region);
             let outcome = classify(http::get(addr, &path, self.timeout + Duration::from_secs(WAIT_S)));
@@ -318,12 +304,12 @@ impl Consumer {
                 // only repeat the answer.
                 Read::Resync => return,
                 Read::Failed => {
-                    self.reconnect();
+                    self.peers.advance();
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Read::Indeterminate => {
                     self.process += 1;
-                    self.reconnect();
+                    self.peers.advance();
                 }
             }
         }
@@ -331,7 +317,7 @@ impl Consumer {
 
     /// Acknowledges a batch; true when the acknowledgement is certain.
     fn ack(&mut self, ids: &[u64]) -> bool {
-        let (peer, addr) = self.addr();
+        let (peer, addr) = self.peers.current();
         self.recorder.invoke(self.process, F::Ack, &self.key, json!(ids), peer);
         let path = format!("/v1/regions/{}/acks", self.region);
         let outcome = classify(http::post(addr, &path, &json!({ "events": ids }), self.timeout));

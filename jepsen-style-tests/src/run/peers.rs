@@ -19,6 +19,32 @@ pub fn http_addr(id: u64) -> SocketAddr {
     SocketAddr::from((peer_ip(id), HTTP_PORT))
 }
 
+/// The peer a client talks to, and the next one it tries after an error or a timeout.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    ids: Vec<u64>,
+    /// Index in `ids` of the current peer.
+    at: usize,
+}
+
+impl Rotation {
+    /// Starts at `ids[start % ids.len()]`.
+    pub fn new(ids: &[u64], start: usize) -> Self {
+        Self { ids: ids.to_vec(), at: start % ids.len() }
+    }
+
+    /// The current peer and its HTTP address.
+    pub fn current(&self) -> (u64, SocketAddr) {
+        let peer = self.ids[self.at];
+        (peer, http_addr(peer))
+    }
+
+    /// Moves on to the next peer.
+    pub fn advance(&mut self) {
+        self.at = (self.at + 1) % self.ids.len();
+    }
+}
+
 pub fn http_url(id: u64) -> String {
     format!("http://{}", http_addr(id))
 }
