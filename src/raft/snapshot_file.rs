@@ -97,6 +97,9 @@ pub struct SnapshotFiles {
     db: Arc<DB>,
     dir: PathBuf,
     gate: PurgeGate,
+    /// One snapshot made current at a time (a build may finish while a leader's snapshot
+    /// is installed).
+    switch: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn subject() -> ErrorSubject<u64> {
@@ -124,7 +127,7 @@ impl SnapshotFiles {
         gate: PurgeGate,
     ) -> Result<(Self, Option<(SnapshotMeta, State)>), StorageError> {
         fs::create_dir_all(dir).map_err(io_write)?;
-        let files = Self { db, dir: dir.to_path_buf(), gate };
+        let files = Self { db, dir: dir.to_path_buf(), gate, switch: Arc::default() };
         let record = files.record()?;
         for entry in fs::read_dir(dir).map_err(io_read)? {
             let entry = entry.map_err(io_read)?;
@@ -257,8 +260,24 @@ impl SnapshotFiles {
     /// Makes a sealed file the current snapshot (one synced RocksDB write, which also
     /// carries out a log purge held back until now: `PurgeGate`) and removes the file it
     /// replaces. `installed`: the snapshot was received from the leader.
+    ///
+    /// A snapshot older than the current one (a build that finished after a newer snapshot
+    /// was installed) is dropped: making it current would tie the state to a log that was
+    /// already purged past it.
     pub async fn make_current(&self, meta: &SnapshotMeta, file: String, installed: bool) -> Result<(), StorageError> {
+        let _one_at_a_time = self.switch.lock().await;
         let previous = self.record()?;
+        if let Some(current) = previous.as_ref().filter(|p| p.meta.last_log_id > meta.last_log_id) {
+            tracing::info!(
+                current = ?current.meta.last_log_id,
+                dropped = ?meta.last_log_id,
+                "a newer snapshot became current meanwhile; this one is dropped"
+            );
+            if let Err(e) = fs::remove_file(self.dir.join(&file)) {
+                tracing::warn!(file = %file, error = %e, "could not remove the dropped snapshot file");
+            }
+            return Ok(());
+        }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(), KEY_RECORD, encode(&Record { meta: meta.clone(), file: file.clone() }));
         batch.delete_cf(self.cf(), KEY_LEGACY);
@@ -287,8 +306,14 @@ impl SnapshotFiles {
         let Some(record) = self.record()? else {
             return Ok(None);
         };
-        let path = self.dir.join(&record.file);
+        Ok(Some((record.meta, self.open_file(&record.file).await?)))
+    }
+
+    /// A sealed snapshot file, open for reading (the handle keeps working after the file is
+    /// replaced and removed).
+    pub async fn open_file(&self, name: &str) -> Result<SnapshotFile, StorageError> {
+        let path = self.dir.join(name);
         let file = tokio::fs::File::open(&path).await.map_err(io_read)?;
-        Ok(Some((record.meta, SnapshotFile { file, path })))
+        Ok(SnapshotFile { file, path })
     }
 }

@@ -183,6 +183,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             (meta, name, bytes)
         };
         let file = self.snapshots.seal(&name).await?;
+        let snapshot = self.snapshots.open_file(&file).await?;
         failpoint::hit("snapshot-build-before-persist");
         self.snapshots.make_current(&meta, file, false).await?;
         failpoint::hit("snapshot-build-after-persist");
@@ -193,7 +194,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot built"
         );
-        let (meta, snapshot) = self.snapshots.current().await?.expect("the snapshot just made current");
         Ok(Snapshot { meta, snapshot: Box::new(snapshot) })
     }
 }

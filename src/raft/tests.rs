@@ -186,3 +186,27 @@ async fn a_purge_ahead_of_a_received_snapshot_waits_for_it() {
     assert!(log.try_get_log_entries(0..100).await.unwrap().is_empty());
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(5)));
 }
+
+/// A snapshot build that finishes after a newer snapshot became current (installed from
+/// the leader meanwhile) does not replace it.
+#[tokio::test]
+async fn an_older_snapshot_never_replaces_a_newer_one() {
+    use super::snapshot_file::SnapshotFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let db = db::open(dir.path()).unwrap();
+    let (files, _) = SnapshotFiles::open(db, &dir.path().join("snapshots"), Default::default()).unwrap();
+    let meta = |index: u64| super::types::SnapshotMeta {
+        last_log_id: Some(log_id(index)),
+        last_membership: Default::default(),
+        snapshot_id: format!("1-{index}"),
+    };
+    let state = crate::state::State::default();
+    let (newer, _) = files.write(5, &state).unwrap();
+    let (older, _) = files.write(3, &state).unwrap();
+    let newer = files.seal(&newer).await.unwrap();
+    let older = files.seal(&older).await.unwrap();
+    files.make_current(&meta(5), newer, true).await.unwrap();
+    files.make_current(&meta(3), older, false).await.unwrap();
+    assert_eq!(files.current().await.unwrap().unwrap().0.last_log_id, Some(log_id(5)));
+    assert_eq!(snapshot_files(&dir).len(), 1, "{:?}", snapshot_files(&dir));
+}
