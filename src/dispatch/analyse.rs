@@ -128,24 +128,26 @@ fn describe(node: &Node) -> String {
 
 /// Picks among candidates: the incumbent stays unless a challenger costs at least
 /// `hysteresis` less; without an incumbent, the cheapest (ties: lowest id); without
-/// metrics at all, the lowest id.
+/// metrics at all, the lowest id. `None` only when there is no candidate.
 fn choose<'c>(
     all: &'c [Candidate],
     incumbent: Option<&str>,
     hysteresis: f64,
     trace: &mut Vec<String>,
-) -> (&'c Candidate, bool) {
+) -> Option<(&'c Candidate, bool)> {
     // Usable candidates first; the others (a pinned node that is down) only if alone.
     let any_usable = all.iter().any(|c| c.usable);
     let cands: Vec<&'c Candidate> = all.iter().filter(|c| c.usable || !any_usable).collect();
+    // `total_cmp`: a cost is never NaN (metrics are bounded at the door), and if one were,
+    // the order would still be total and the same on every leader.
     let best = cands
         .iter()
         .copied()
-        .filter(|c| c.cost.is_some())
-        .min_by(|a, b| a.cost.partial_cmp(&b.cost).expect("finite costs").then_with(|| a.node.cmp(&b.node)));
+        .filter_map(|c| Some((c, c.cost?)))
+        .min_by(|(a, ac), (b, bc)| ac.total_cmp(bc).then_with(|| a.node.cmp(&b.node)));
     if let Some(inc) = incumbent.and_then(|i| cands.iter().copied().find(|c| c.node == i)) {
         match (best, inc.cost) {
-            (Some(b), Some(ic)) if b.node != inc.node && b.cost.expect("scored") < ic * (1.0 - hysteresis) => {
+            (Some((b, bc)), Some(ic)) if b.node != inc.node && bc < ic * (1.0 - hysteresis) => {
                 trace.push(format!(
                     "node {} (score {}) beats the incumbent {} (score {}) by more than the {}% margin",
                     b.node,
@@ -154,20 +156,20 @@ fn choose<'c>(
                     inc.score.unwrap_or_default(),
                     hysteresis * 100.0
                 ));
-                return (b, true);
+                return Some((b, true));
             }
-            (Some(b), _) if b.node != inc.node => trace.push(format!(
+            (Some((b, _)), _) if b.node != inc.node => trace.push(format!(
                 "the incumbent {} stays: no challenger is better by the {}% margin",
                 inc.node,
                 hysteresis * 100.0
             )),
             _ => {}
         }
-        return (inc, false);
+        return Some((inc, false));
     }
     match best {
-        Some(b) => (b, false),
-        None => (cands.iter().copied().min_by(|a, b| a.node.cmp(&b.node)).expect("non-empty candidates"), false),
+        Some((b, _)) => Some((b, false)),
+        None => cands.iter().copied().min_by(|a, b| a.node.cmp(&b.node)).map(|c| (c, false)),
     }
 }
 
@@ -258,11 +260,10 @@ fn decide_after(
             cands = nodes_of_site(state, lock).map(|n| e.candidate(n)).collect();
         }
         let site_region = state.sites.get(lock).map(|s| s.region.clone());
-        if cands.is_empty() {
+        let Some((chosen, moved)) = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace) else {
             return finish(e, cands, None, Some(Reason::Lock), None);
-        }
-        let chosen = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace);
-        let chosen = (chosen.0.clone(), chosen.1);
+        };
+        let chosen = (chosen.clone(), moved);
         let reason = if pinned.contains(&chosen.0.node) { Reason::Pin } else { Reason::Lock };
         return finish(e, cands.clone(), Some(chosen), Some(reason), site_region);
     }
@@ -286,12 +287,11 @@ fn decide_after(
             continue;
         }
         let (cands, pinned) = e.candidates(&sites);
-        if cands.is_empty() {
+        let Some((chosen, moved)) = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace) else {
             e.trace.push(format!("no usable node in region {r} ({})", sites.join(", ")));
             continue;
-        }
-        let chosen = choose(&cands, incumbent.as_deref(), hysteresis, &mut e.trace);
-        let chosen = (chosen.0.clone(), chosen.1);
+        };
+        let chosen = (chosen.clone(), moved);
         let reason = pinned.contains(&chosen.0.node).then_some(Reason::Pin);
         return finish(e, cands.clone(), Some(chosen), reason, Some(r.clone()));
     }

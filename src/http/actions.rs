@@ -18,40 +18,25 @@ use crate::state::{self, validate, Command, Detail, UNSTAMPED};
 
 type Answer = Result<Json<Value>, ApiError>;
 
-/// Longest action type, target, worker name, anomaly type or message field.
-pub const MAX_FIELD_LEN: usize = 256;
-/// Most parameters of an action, or details of an anomaly.
-pub const MAX_PARAMETERS: usize = 32;
-/// Longest parameter or detail value, as JSON text.
-pub const MAX_PARAMETER_LEN: usize = 1024;
-/// Longest lease a worker may ask for, in seconds.
-pub const MAX_LEASE_S: u64 = 3600;
 /// Most alerts in one Alertmanager notification.
 pub const MAX_ALERTS: usize = 100;
 
 fn text(field: &str, value: String) -> Result<String, ApiError> {
-    if value.is_empty() || value.len() > MAX_FIELD_LEN {
-        return Err(ApiError::invalid(field, format!("must be 1 to {MAX_FIELD_LEN} characters")));
-    }
+    validate::text(field, &value)?;
     Ok(value)
 }
 
 fn json_map(field: &str, map: Map<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
-    if map.len() > MAX_PARAMETERS {
-        return Err(ApiError::invalid(field, format!("has {} entries; the limit is {MAX_PARAMETERS}", map.len())));
+    if map.len() > validate::MAX_PARAMETERS {
+        // Refused before each value is turned into text.
+        return Err(ApiError::invalid(
+            field,
+            format!("has {} entries; the limit is {}", map.len(), validate::MAX_PARAMETERS),
+        ));
     }
-    map.into_iter()
-        .map(|(k, v)| {
-            let v = v.to_string();
-            if v.len() > MAX_PARAMETER_LEN {
-                return Err(ApiError::invalid(
-                    format!("{field}.{k}"),
-                    format!("is {} bytes as JSON; the limit is {MAX_PARAMETER_LEN}", v.len()),
-                ));
-            }
-            Ok((k, v))
-        })
-        .collect()
+    let map: BTreeMap<String, String> = map.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    validate::parameters(field, &map)?;
+    Ok(map)
 }
 
 fn source(field: &str, raw: Option<String>, default: Source) -> Result<Source, ApiError> {
@@ -179,10 +164,9 @@ pub async fn claim(State(app): State<AppState>, JsonBody(mut body): JsonBody) ->
         return Err(ApiError::invalid("types", "list the action types this worker handles"));
     }
     validate::batch("types", kinds.len())?;
-    if lease_s == 0 || lease_s > MAX_LEASE_S {
-        return Err(ApiError::invalid("lease_s", format!("must be between 1 and {MAX_LEASE_S}")));
-    }
-    let command = Command::ClaimAction { worker, kinds, lease_ms: lease_s * 1000, at_ms: UNSTAMPED };
+    let lease_ms = lease_s.saturating_mul(1000);
+    validate::lease_ms("lease_s", lease_ms)?;
+    let command = Command::ClaimAction { worker, kinds, lease_ms, at_ms: UNSTAMPED };
     let outcome = app.peer.write(command).await?;
     let claimed = match outcome.detail {
         Some(Detail::Claimed(c)) => c,
@@ -208,11 +192,8 @@ async fn report(app: AppState, id: u64, mut body: Fields, ok: bool) -> Answer {
     let message = body.opt_string(if ok { "result" } else { "error" })?;
     let attempt = body.opt_u64("attempt")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     body.finish()?;
-    if message.as_ref().is_some_and(|m| m.len() > MAX_FIELD_LEN * 4) {
-        return Err(ApiError::invalid(
-            if ok { "result" } else { "error" },
-            format!("is over {} bytes", MAX_FIELD_LEN * 4),
-        ));
+    if let Some(m) = &message {
+        validate::short_text(if ok { "result" } else { "error" }, m, validate::MAX_MESSAGE_LEN)?;
     }
     let outcome = app.peer.write(Command::ReportAction { id, worker, attempt, ok, message, at_ms: UNSTAMPED }).await?;
     app.peer.applied_locally(outcome.revision).await?;
@@ -308,6 +289,7 @@ pub async fn report_anomaly(State(app): State<AppState>, JsonBody(mut body): Jso
     let priority = priority_of(&severity);
     let report =
         AnomalyReport { timestamp, kind, severity, confidence, details, recommended_action, source, fingerprint: None };
+    validate::anomaly_report(&report)?;
     let outcome = submit(&app, Command::ReportAnomaly { report, action, at_ms: UNSTAMPED }).await?;
     let Some(Detail::Anomaly { id, submitted }) = outcome.detail else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the report has no outcome"));
@@ -422,6 +404,7 @@ fn parse_alert(alert: &Value) -> Result<(bool, AnomalyReport, Option<ActionSpec>
         source: Source::Deterministic,
         fingerprint: Some(fingerprint),
     };
+    validate::anomaly_report(&report)?;
     let action = match target_of(&details) {
         Some(target) if firing => Some(ActionSpec {
             kind: text("labels.action", kind)?,
@@ -502,9 +485,10 @@ pub async fn put_action_policy(State(app): State<AppState>, JsonBody(mut body): 
             Some(n) => Ok(n as u32),
         }
     };
-    let max_active = small(body.opt_u64("max_active")?, "max_active", current.max_active, 10_000)?;
-    let max_attempts = small(body.opt_u64("max_attempts")?, "max_attempts", current.max_attempts, 100)?;
-    let rate_limit = small(body.opt_u64("rate_limit")?, "rate_limit", current.rate_limit, 1_000_000)?;
+    let max_active = small(body.opt_u64("max_active")?, "max_active", current.max_active, validate::MAX_ACTIVE)?;
+    let max_attempts =
+        small(body.opt_u64("max_attempts")?, "max_attempts", current.max_attempts, validate::MAX_ATTEMPTS)?;
+    let rate_limit = small(body.opt_u64("rate_limit")?, "rate_limit", current.rate_limit, validate::MAX_RATE_LIMIT)?;
     let retry_backoff_ms = body.opt_u64("retry_backoff_ms")?.unwrap_or(current.retry_backoff_ms);
     let rate_window_ms = body.opt_u64("rate_window_ms")?.unwrap_or(current.rate_window_ms);
     let exclusive = match body.value("exclusive") {
@@ -520,16 +504,6 @@ pub async fn put_action_policy(State(app): State<AppState>, JsonBody(mut body): 
         Some(_) => return Err(ApiError::invalid("exclusive", "must be a list of [type, type] pairs")),
     };
     body.finish()?;
-    if !(0.0..=1.0).contains(&confidence_threshold) {
-        return Err(ApiError::invalid("confidence_threshold", "must be between 0.0 and 1.0"));
-    }
-    if retry_backoff_ms > 3_600_000 {
-        return Err(ApiError::invalid("retry_backoff_ms", "must be at most 3600000 (an hour)"));
-    }
-    if rate_window_ms == 0 || rate_window_ms > 86_400_000 {
-        return Err(ApiError::invalid("rate_window_ms", "must be between 1 and 86400000 (a day)"));
-    }
-    validate::batch("exclusive", exclusive.len())?;
     let policy = ActionPolicy {
         confidence_threshold,
         max_active,
@@ -540,6 +514,7 @@ pub async fn put_action_policy(State(app): State<AppState>, JsonBody(mut body): 
         exclusive,
         revision: 0,
     };
+    validate::action_policy(&policy)?;
     let outcome = app.peer.write(Command::PutActionPolicy { policy: policy.clone() }).await?;
     Ok(Json(json!({"policy": ActionPolicy { revision: outcome.revision, ..policy }, "revision": outcome.revision})))
 }

@@ -288,7 +288,8 @@ impl Engine {
         a.revision = index;
         if matches!(status, Status::Completed | Status::Failed) {
             let source = serde_json::to_value(a.source).ok().and_then(|v| v.as_str().map(String::from));
-            *self.stats.processed.entry(source.unwrap_or_default()).or_default() += 1;
+            let processed = self.stats.processed.entry(source.unwrap_or_default()).or_default();
+            *processed = processed.saturating_add(1);
         }
     }
 
@@ -307,7 +308,7 @@ impl Engine {
         a.worker = None;
         a.lease_until_ms = None;
         a.message = Some(message);
-        a.not_before_ms = at_ms + backoff.saturating_mul(1u64 << (a.attempts.saturating_sub(1)).min(20));
+        a.not_before_ms = at_ms.saturating_add(backoff.saturating_mul(1u64 << (a.attempts.saturating_sub(1)).min(20)));
         a.revision = index;
     }
 }
@@ -337,10 +338,12 @@ impl State {
             .filter(|a| a.target == spec.target && a.created_ms > window_start)
             .map(|a| a.created_ms)
             .collect();
-        if recent.len() >= engine.policy.rate_limit as usize {
+        let limit = engine.policy.rate_limit.max(1) as usize;
+        if let Some(&oldest) = recent.len().checked_sub(limit).and_then(|i| {
             recent.sort_unstable();
-            let oldest = recent[recent.len() - engine.policy.rate_limit as usize];
-            let retry_after_ms = (oldest + engine.policy.rate_window_ms).saturating_sub(at_ms).max(1);
+            recent.get(i)
+        }) {
+            let retry_after_ms = oldest.saturating_add(engine.policy.rate_window_ms).saturating_sub(at_ms).max(1);
             return Err(Error::RateLimited {
                 target: spec.target.clone(),
                 limit: engine.policy.rate_limit,
@@ -394,9 +397,10 @@ impl State {
             }
         }
         let engine = &mut self.engine;
-        engine.next_action = id + 1;
-        engine.stats.conflicts_detected += decisions.len() as u64;
-        engine.stats.conflicts_resolved += decisions.iter().filter(|d| d.loser.is_some()).count() as u64;
+        engine.next_action = id.saturating_add(1);
+        let resolved = decisions.iter().filter(|d| d.loser.is_some()).count() as u64;
+        engine.stats.conflicts_detected = engine.stats.conflicts_detected.saturating_add(decisions.len() as u64);
+        engine.stats.conflicts_resolved = engine.stats.conflicts_resolved.saturating_add(resolved);
         if let Some((winner, rule)) = lost_to {
             // The new action loses: it is recorded as superseded, and supersedes nothing.
             action.status = Status::Superseded;
@@ -445,20 +449,15 @@ impl State {
             .into_iter()
             .find(|a| !a.is_builtin() && kinds.contains(&a.kind) && engine.is_due(a, at_ms))
             .map(|a| a.id)?;
-        let a = engine.actions.get_mut(&id).expect("queued action");
+        let a = engine.actions.get_mut(&id)?;
+        let lease_until_ms = at_ms.saturating_add(lease_ms);
         a.status = Status::Running;
         a.worker = Some(worker.to_string());
-        a.lease_until_ms = Some(at_ms + lease_ms);
-        a.attempts += 1;
+        a.lease_until_ms = Some(lease_until_ms);
+        a.attempts = a.attempts.saturating_add(1);
         a.started_ms = Some(at_ms);
         a.revision = index;
-        Some(Claim {
-            id,
-            worker: worker.to_string(),
-            attempt: a.attempts,
-            started_ms: at_ms,
-            lease_until_ms: at_ms + lease_ms,
-        })
+        Some(Claim { id, worker: worker.to_string(), attempt: a.attempts, started_ms: at_ms, lease_until_ms })
     }
 
     /// The worker holding the action reports its end.
@@ -505,7 +504,7 @@ impl State {
         for a in self.engine.actions.values_mut().filter(|a| Engine::lease_from_ahead(a, at_ms)) {
             let (Some(start), Some(end)) = (a.started_ms, a.lease_until_ms) else { continue };
             a.started_ms = Some(at_ms);
-            a.lease_until_ms = Some(at_ms + end.saturating_sub(start));
+            a.lease_until_ms = Some(at_ms.saturating_add(end.saturating_sub(start)));
             a.revision = index;
         }
         let expired: Vec<(u64, String)> = self
@@ -531,7 +530,7 @@ impl State {
             let a = a.clone();
             let outcome = self.builtin_command(&a).and_then(|c| self.apply(index, &c));
             if let Some(x) = self.engine.actions.get_mut(id) {
-                x.attempts += 1;
+                x.attempts = x.attempts.saturating_add(1);
                 x.started_ms = Some(at_ms);
             }
             match outcome {
@@ -608,7 +607,7 @@ impl State {
         };
         let engine = &mut self.engine;
         let id = engine.next_anomaly.max(1);
-        engine.next_anomaly = id + 1;
+        engine.next_anomaly = id.saturating_add(1);
         let action_id = submitted.as_ref().map(|s| s.id);
         if let Some(a) = action_id.and_then(|i| engine.actions.get_mut(&i)) {
             a.anomaly.get_or_insert(id);

@@ -1,5 +1,6 @@
 use super::actions::ActionPolicy;
 use super::objects::{RegionStatus, SchedulerWeights, SyncPolicy};
+use super::validate;
 use super::{
     Batch, BatchResult, Command, Detail, Domain, Error, Health, Node, Outcome, Region, Row, Site, State, Zone,
 };
@@ -11,8 +12,11 @@ impl State {
     }
 
     /// Applies one command committed at log index `index`. Deterministic: it reads nothing
-    /// but `self`, `index` and `command`.
+    /// but `self`, `index` and `command`. Total: whatever the command holds, it returns (a
+    /// command that breaks a rule of [`validate::command`] is refused here as well as where
+    /// it was received), and it changes nothing when it returns an error.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Outcome, Error> {
+        validate::command(command)?;
         match command {
             Command::PutRegion { name, spec, cas } => {
                 check_cas("region", name, self.regions.get(name).map(|r| r.revision), *cas)?;

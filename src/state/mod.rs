@@ -11,6 +11,8 @@
 
 pub mod actions;
 mod apply;
+#[cfg(test)]
+mod apply_props;
 mod changes;
 pub mod clock;
 mod command;

@@ -401,14 +401,15 @@ impl State {
             match object.strategy {
                 Strategy::LastWriterWins => {
                     let clock = concurrent.iter().fold(incoming.clock.clone(), |c, v| c.merge(&v.clock));
-                    let best = concurrent.iter().max_by(|a, b| a.lww_key().cmp(&b.lww_key())).expect("not empty");
-                    let (mut winner, loser, settled) = if incoming.lww_key() > best.lww_key() {
-                        (incoming, best.clone(), "written_won")
-                    } else {
-                        (best.clone(), incoming, "stored_won")
+                    let best = concurrent.iter().max_by(|a, b| a.lww_key().cmp(&b.lww_key())).cloned();
+                    let (mut winner, loser, settled) = match best {
+                        Some(best) if best.lww_key() >= incoming.lww_key() => (best, Some(incoming), "stored_won"),
+                        best => (incoming, best, "written_won"),
                     };
                     winner.clock = clock;
-                    object.lost = Some(LostWrite { version: loser, revision: index });
+                    if let Some(version) = loser {
+                        object.lost = Some(LostWrite { version, revision: index });
+                    }
                     object.versions = vec![winner];
                     object.conflict_since = None;
                     (WriteResult::Conflict, Some(settled))
@@ -486,7 +487,7 @@ impl State {
         }
         let mut chosen = match resolution {
             Resolution::Pick(i) => object.versions.get(*i).cloned().ok_or_else(|| {
-                Error::invalid("pick", format!("object '{id}' has versions 0 to {}", object.versions.len() - 1))
+                Error::invalid("pick", format!("object '{id}' has versions 0 to {}", object.versions.len().saturating_sub(1)))
             })?,
             Resolution::Version(w) => {
                 if !self.regions.contains_key(&w.region) {
@@ -496,7 +497,7 @@ impl State {
             }
         };
         chosen.clock = chosen.clock.merge(&object.clock);
-        let object = self.meta.objects.get_mut(id).expect("checked above");
+        let Some(object) = self.meta.objects.get_mut(id) else { return Err(Error::not_found("object", id)) };
         object.clock = chosen.clock.clone();
         object.versions = vec![chosen];
         object.conflict_since = None;
@@ -520,7 +521,7 @@ impl State {
     /// After an object changed: the writer's region holds it; every other region gets the
     /// change by the object's sync mode.
     fn after_change(&mut self, index: u64, id: &str, origin: Option<&String>, at_ms: u64) {
-        let object = self.meta.objects.get_mut(id).expect("changed object exists");
+        let Some(object) = self.meta.objects.get_mut(id) else { return };
         if let Some(origin) = origin {
             object.locations.insert(
                 origin.clone(),
@@ -540,7 +541,7 @@ impl State {
         let mode = object.sync;
         let batch_size = self.meta.sync.batch_size as usize;
         for region in targets {
-            let object = self.meta.objects.get_mut(id).expect("changed object exists");
+            let Some(object) = self.meta.objects.get_mut(id) else { return };
             let feed = self.meta.feeds.entry(region.clone()).or_default();
             match mode {
                 SyncMode::Eager => {
@@ -604,7 +605,8 @@ impl State {
         let Some(feed) = self.meta.feeds.get_mut(region) else { return 0 };
         let mut acked: Vec<Event> = ids.iter().filter_map(|id| feed.events.remove(id)).collect();
         if let Some(upto) = upto {
-            let rest = feed.events.split_off(&(upto + 1));
+            // Every event up to `upto`; `u64::MAX` (no event after it) takes them all.
+            let rest = upto.checked_add(1).map(|after| feed.events.split_off(&after)).unwrap_or_default();
             acked.extend(std::mem::replace(&mut feed.events, rest).into_values());
         }
         for event in &acked {
@@ -629,7 +631,7 @@ impl State {
         }
         let mut queued = 0;
         for id in ids {
-            let object = self.meta.objects.get_mut(id).expect("checked above");
+            let Some(object) = self.meta.objects.get_mut(id) else { continue };
             let location = object.locations.get(region);
             if location.is_some_and(|l| l.state != LocationState::Stale) {
                 continue;
@@ -661,7 +663,7 @@ impl Feed {
     fn push(&mut self, mut event: Event) -> u64 {
         self.next_id = self.next_id.max(1);
         event.id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.saturating_add(1);
         let id = event.id;
         self.events.insert(id, event);
         id
@@ -837,6 +839,16 @@ mod tests {
         assert!(eu.events.is_empty());
         assert_eq!(eu.dropped_upto, 2);
         assert_eq!(s.meta.objects["o1"].locations["eu"].state, LocationState::Stale);
+    }
+
+    #[test]
+    fn an_ack_up_to_the_largest_id_takes_every_event() {
+        let mut s = world(Strategy::LastWriterWins);
+        put(&mut s, 10, write("sea", &[("sea", 1)], 1, "h1"));
+        put(&mut s, 11, write("sea", &[("sea", 2)], 2, "h2"));
+        assert_eq!(s.meta.feeds["eu"].events.len(), 2);
+        assert_eq!(s.ack_events("eu", &[], Some(u64::MAX), 5), 2);
+        assert!(s.meta.feeds["eu"].events.is_empty());
     }
 
     fn version() -> impl proptest::strategy::Strategy<Value = Version> {

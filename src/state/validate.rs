@@ -1,11 +1,14 @@
 //! Input rules shared by every entry point. Each limit is a named constant, documented in
 //! docs/api.md and tested.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{Error, NodeSpec, RegionSpec};
+use super::actions::{ActionPolicy, ActionSpec, AnomalyReport};
+use super::objects::{ObjectWrite, Resolution};
+use super::{Command, Error, NodeSpec, RegionSpec, RowChange};
 
 /// Longest name of a region, node or site: one DNS label.
 pub const MAX_LABEL_LEN: usize = 63;
@@ -276,7 +279,7 @@ pub fn hash(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub fn object_write(id: &str, w: &super::objects::ObjectWrite) -> Result<(), Error> {
+pub fn object_write(id: &str, w: &ObjectWrite) -> Result<(), Error> {
     object_id("id", id)?;
     label("region", &w.region)?;
     hash("hash", &w.hash)?;
@@ -339,6 +342,239 @@ pub fn scheduler(w: &super::objects::SchedulerWeights) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+// ---- actions ----
+
+/// Longest action type, target, worker name, anomaly type, severity, timestamp or
+/// fingerprint.
+pub const MAX_FIELD_LEN: usize = 256;
+/// Longest message a worker reports with a completion or a failure.
+pub const MAX_MESSAGE_LEN: usize = 4 * MAX_FIELD_LEN;
+/// Most parameters of an action, or details of an anomaly.
+pub const MAX_PARAMETERS: usize = 32;
+/// Longest parameter or detail value, as JSON text.
+pub const MAX_PARAMETER_LEN: usize = 1024;
+/// Longest lease a worker may ask for, in seconds.
+pub const MAX_LEASE_S: u64 = 3600;
+/// Range of an action's priority: 1 is the highest.
+pub const PRIORITIES: std::ops::RangeInclusive<u8> = 1..=5;
+/// Limits of the action policy.
+pub const MAX_ACTIVE: u32 = 10_000;
+pub const MAX_ATTEMPTS: u32 = 100;
+pub const MAX_RATE_LIMIT: u32 = 1_000_000;
+pub const MAX_RETRY_BACKOFF_MS: u64 = 3_600_000;
+pub const MAX_RATE_WINDOW_MS: u64 = 86_400_000;
+
+/// A free-text identifier (action type, target, worker): 1 to [`MAX_FIELD_LEN`] bytes.
+pub fn text(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() || value.len() > MAX_FIELD_LEN {
+        return Err(Error::invalid(field, format!("must be 1 to {MAX_FIELD_LEN} characters")));
+    }
+    Ok(())
+}
+
+/// Free text that may be empty, at most `max` bytes.
+pub fn short_text(field: &str, value: &str, max: usize) -> Result<(), Error> {
+    if value.len() > max {
+        return Err(Error::invalid(field, format!("is {} bytes long; the limit is {max}", value.len())));
+    }
+    Ok(())
+}
+
+/// A share between 0 and 1 (a confidence, a load level). NaN is refused with the rest.
+pub fn unit_interval(field: &str, value: f64) -> Result<(), Error> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(Error::invalid(field, "must be between 0.0 and 1.0"));
+    }
+    Ok(())
+}
+
+/// Action parameters or anomaly details: name → canonical JSON text.
+pub fn parameters(field: &str, map: &BTreeMap<String, String>) -> Result<(), Error> {
+    if map.len() > MAX_PARAMETERS {
+        return Err(Error::invalid(field, format!("has {} entries; the limit is {MAX_PARAMETERS}", map.len())));
+    }
+    for (k, v) in map {
+        if v.len() > MAX_PARAMETER_LEN {
+            return Err(Error::invalid(
+                format!("{field}.{k}"),
+                format!("is {} bytes as JSON; the limit is {MAX_PARAMETER_LEN}", v.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn action_spec(spec: &ActionSpec) -> Result<(), Error> {
+    text("type", &spec.kind)?;
+    text("target", &spec.target)?;
+    if !PRIORITIES.contains(&spec.priority) {
+        return Err(Error::invalid("priority", "must be 1 (highest) to 5"));
+    }
+    unit_interval("confidence", spec.confidence)?;
+    parameters("parameters", &spec.parameters)
+}
+
+pub fn lease_ms(field: &str, value: u64) -> Result<(), Error> {
+    if value == 0 || value > MAX_LEASE_S * 1000 {
+        return Err(Error::invalid(field, format!("must be between 1 and {MAX_LEASE_S} seconds")));
+    }
+    Ok(())
+}
+
+pub fn anomaly_report(r: &AnomalyReport) -> Result<(), Error> {
+    short_text("timestamp", &r.timestamp, MAX_FIELD_LEN)?;
+    text("type", &r.kind)?;
+    text("severity", &r.severity)?;
+    unit_interval("confidence_score", r.confidence)?;
+    parameters("details", &r.details)?;
+    if let Some(a) = &r.recommended_action {
+        text("recommended_action", a)?;
+    }
+    if let Some(f) = &r.fingerprint {
+        text("fingerprint", f)?;
+    }
+    Ok(())
+}
+
+pub fn action_policy(p: &ActionPolicy) -> Result<(), Error> {
+    unit_interval("confidence_threshold", p.confidence_threshold)?;
+    between("max_active", p.max_active.into(), 1, MAX_ACTIVE.into())?;
+    between("max_attempts", p.max_attempts.into(), 1, MAX_ATTEMPTS.into())?;
+    between("rate_limit", p.rate_limit.into(), 1, MAX_RATE_LIMIT.into())?;
+    between("retry_backoff_ms", p.retry_backoff_ms, 0, MAX_RETRY_BACKOFF_MS)?;
+    between("rate_window_ms", p.rate_window_ms, 1, MAX_RATE_WINDOW_MS)?;
+    batch("exclusive", p.exclusive.len())?;
+    for (i, (a, b)) in p.exclusive.iter().enumerate() {
+        text(&format!("exclusive[{i}][0]"), a)?;
+        text(&format!("exclusive[{i}][1]"), b)?;
+    }
+    Ok(())
+}
+
+/// A whole number within `min..=max`.
+pub fn between(field: &str, value: u64, min: u64, max: u64) -> Result<(), Error> {
+    if !(min..=max).contains(&value) {
+        return Err(Error::invalid(field, format!("must be between {min} and {max}")));
+    }
+    Ok(())
+}
+
+// ---- commands ----
+
+/// The rules of every command, checked again as it is applied, whoever proposed it (a
+/// request handler, a forwarding peer, the leader's own timers). The request handlers check
+/// the same rules first, so that a client hears of a bad field before anything is proposed;
+/// checking again here makes `apply` total: a command that breaks a rule becomes the same
+/// deterministic error on every peer, and the log moves on.
+pub fn command(c: &Command) -> Result<(), Error> {
+    match c {
+        Command::PutRegion { name, spec, .. } => {
+            region_spec(name, spec)?;
+            for (i, net) in spec.cidrs.iter().enumerate() {
+                if net.trunc() != *net {
+                    return Err(Error::invalid(format!("cidrs[{i}]"), format!("{net} has host bits set")));
+                }
+            }
+            Ok(())
+        }
+        Command::DeleteRegion { name, .. } => label("name", name),
+        Command::PutNode { id, spec, .. } => node_spec(id, spec),
+        Command::DeleteNode { id, .. } => label("id", id),
+        Command::PutZone { name, spec, .. } => zone_spec(name, spec),
+        Command::DeleteZone { name, .. } => self::name("name", name),
+        Command::PutSite { id, region, .. } => label("id", id).and_then(|_| label("region", region)),
+        Command::DeleteSite { id, .. } => label("id", id),
+        Command::PinSite { id, node } => {
+            label("id", id)?;
+            node.as_deref().map_or(Ok(()), |n| label("node", n))
+        }
+        Command::PutDomain { name, spec, .. } => {
+            ttl("ttl", spec.ttl.into())?;
+            domain_spec(name, spec)
+        }
+        Command::DeleteDomain { name, .. } => self::name("name", name),
+        Command::LockDomain { name, site } => {
+            self::name("name", name)?;
+            site.as_deref().map_or(Ok(()), |s| label("site", s))
+        }
+        Command::SetMaintenance { id, reason } => {
+            label("id", id)?;
+            reason.as_deref().map_or(Ok(()), |r| short_text("reason", r, MAX_REASON_LEN))
+        }
+        Command::PutPolicy { weights, hysteresis, down_after_ms } => policy(weights, *hysteresis, *down_after_ms),
+        Command::SetHealth { changes } => {
+            changes.iter().enumerate().try_for_each(|(i, (id, _))| label(&format!("changes[{i}].node"), id))
+        }
+        Command::Dispatch { changes, .. } => changes.iter().enumerate().try_for_each(|(i, c)| row_change(i, c)),
+        Command::PutObject { id, write, .. } => object_write(id, write).and_then(|_| write_clock(write)),
+        Command::DeleteObject { id, .. } => object_id("id", id),
+        Command::ResolveConflict { id, resolution, .. } => {
+            object_id("id", id)?;
+            match resolution {
+                Resolution::Pick(_) => Ok(()),
+                Resolution::Version(w) => object_write(id, w).and_then(|_| write_clock(w)),
+            }
+        }
+        Command::MarkReplica { id, node, .. } => object_id("id", id).and_then(|_| label("node", node)),
+        Command::AckEvents { region, events, .. } => label("region", region).and_then(|_| batch("events", events.len())),
+        Command::PullObjects { region, objects } => {
+            label("region", region)?;
+            batch("objects", objects.len())?;
+            objects.iter().enumerate().try_for_each(|(i, o)| object_id(&format!("objects[{i}]"), o))
+        }
+        Command::ReleaseLazy { regions } => {
+            regions.iter().enumerate().try_for_each(|(i, r)| label(&format!("regions[{i}]"), r))
+        }
+        Command::RegionHeartbeat { region, report, .. } => {
+            label("region", region).and_then(|_| unit_interval("load_level", report.load_level))
+        }
+        Command::PutSyncPolicy { policy } => sync_policy(policy),
+        Command::PutScheduler { weights } => scheduler(weights),
+        Command::SubmitAction { spec, .. } => action_spec(spec),
+        Command::ClaimAction { worker, kinds, lease_ms, .. } => {
+            text("worker", worker)?;
+            if kinds.is_empty() {
+                return Err(Error::invalid("types", "list the action types this worker handles"));
+            }
+            batch("types", kinds.len())?;
+            kinds.iter().enumerate().try_for_each(|(i, k)| text(&format!("types[{i}]"), k))?;
+            self::lease_ms("lease_s", *lease_ms)
+        }
+        Command::ReportAction { worker, message, .. } => {
+            text("worker", worker)?;
+            message.as_deref().map_or(Ok(()), |m| short_text("message", m, MAX_MESSAGE_LEN))
+        }
+        Command::ExpireLeases { .. } => Ok(()),
+        Command::RunBuiltins { ids, .. } => batch("ids", ids.len()),
+        Command::ReportAnomaly { report, action, .. } => {
+            anomaly_report(report)?;
+            action.as_ref().map_or(Ok(()), action_spec)
+        }
+        Command::ResolveAlert { fingerprint, .. } => text("fingerprint", fingerprint),
+        Command::PutActionPolicy { policy } => action_policy(policy),
+    }
+}
+
+/// A row the leader elected: names as the state holds them, a finite score.
+fn row_change(i: usize, c: &RowChange) -> Result<(), Error> {
+    name(&format!("changes[{i}].domain"), &c.domain)?;
+    label(&format!("changes[{i}].region"), &c.region)?;
+    if let Some(node) = &c.node {
+        label(&format!("changes[{i}].node"), node)?;
+    }
+    if c.score.is_some_and(|s| !s.is_finite()) {
+        return Err(Error::invalid(format!("changes[{i}].score"), "must be a finite number"));
+    }
+    Ok(())
+}
+
+/// The clock of a write as it is applied: the same rules as [`clock`], which also drops
+/// zero counters before the write is proposed.
+fn write_clock(w: &ObjectWrite) -> Result<(), Error> {
+    let mut clock = w.clock.clone();
+    self::clock(&w.region, &mut clock)
 }
 
 #[cfg(test)]
