@@ -12,7 +12,8 @@
 //! - [`meta`]: object placement, workload scheduling and the lazy-sync timer;
 //! - [`actions`]: the leader's executor of built-in remediation actions and lease timer;
 //! - [`http`]: the API;
-//! - [`cli`]: the `switchboard` command, including `serve` and `dev`.
+//! - [`cli`]: the `switchboard` command, including `serve` and `dev`;
+//! - [`supervise`]: a peer's background tasks, none of which may end unnoticed.
 
 pub mod actions;
 pub mod cli;
@@ -26,3 +27,4 @@ pub mod peer;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod supervise;

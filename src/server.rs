@@ -10,6 +10,7 @@ use crate::http::{router, AppState};
 use crate::metrics::Metrics;
 use crate::peer::{self, serve_rpc, Peer};
 use crate::raft::rpc::Secret;
+use crate::supervise::Tasks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -19,6 +20,9 @@ pub enum ServeError {
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error(transparent)]
     Peer(#[from] peer::Error),
+    /// A part of the running peer failed; the peer stopped.
+    #[error("the peer stopped: {0}")]
+    Failed(String),
     #[error("refusing to start without a cluster secret: set SWITCHBOARD_CLUSTER_SECRET (the same on every peer), or pass --insecure on a trusted test machine")]
     NoSecret,
 }
@@ -33,7 +37,11 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServeError>
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr: addr.into(), source })
 }
 
-/// Runs a peer until `shutdown` is cancelled.
+/// Longest wait for the peer's tasks to finish once it stops after a failure.
+const DRAIN_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs a peer until `shutdown` is cancelled, or until one of its parts fails
+/// ([`ServeError::Failed`], see [`crate::supervise`]).
 pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) -> Result<(), ServeError> {
     config.check()?;
     let secret: Secret = match (secrets.cluster.filter(|s| !s.is_empty()), config.insecure) {
@@ -54,41 +62,54 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
     })?;
 
     let metrics = Arc::new(Metrics::new());
-    let peer = Peer::start(&config, secret, metrics).await?;
+    let tasks = Tasks::new(shutdown.clone());
+    let peer = Peer::start(&config, secret, metrics, &tasks).await?;
     peer.state.set_history_limit(config.http.watch_history);
     tracing::info!(id = config.id, raft = %config.raft_addr, http = %config.http_addr, data_dir = %config.data_dir.display(), "peer started");
 
-    let rpc = tokio::spawn(serve_rpc(raft_listener, peer.clone(), shutdown.clone()));
-    let dispatch = tokio::spawn(crate::dispatch::run(peer.clone(), shutdown.clone()));
-    let release = tokio::spawn(crate::meta::run(peer.clone(), shutdown.clone()));
-    let remedy = tokio::spawn(crate::actions::run(peer.clone(), shutdown.clone()));
     let max_stale = (config.dns.max_stale_ms > 0).then(|| std::time::Duration::from_millis(config.dns.max_stale_ms));
-    let dns = tokio::spawn(crate::dns::serve(
-        dns_udp,
-        dns_tcp,
-        peer.clone(),
-        config.region.clone(),
-        max_stale,
-        shutdown.clone(),
-    ));
+    let mut handles = vec![
+        tasks.spawn("peer RPC listener", serve_rpc(raft_listener, peer.clone(), shutdown.clone())),
+        tasks.spawn("dispatch", crate::dispatch::run(peer.clone(), shutdown.clone())),
+        tasks.spawn("lazy release", crate::meta::run(peer.clone(), shutdown.clone())),
+        tasks.spawn("action executor", crate::actions::run(peer.clone(), shutdown.clone())),
+        tasks.spawn(
+            "DNS server",
+            crate::dns::serve(dns_udp, dns_tcp, peer.clone(), config.region.clone(), max_stale, tasks.clone()),
+        ),
+    ];
     let app = router(AppState {
         peer: peer.clone(),
         admin_token: secrets.admin_token.filter(|t| !t.is_empty()).map(Arc::from),
         max_body_bytes: config.http.max_body_bytes,
     });
     let http_shutdown = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await
-    });
+    handles.push(tasks.spawn("HTTP server", async move {
+        let served = axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    }));
 
     shutdown.cancelled().await;
-    tracing::info!("shutting down");
-    let _ = peer.raft.shutdown().await;
-    let _ = rpc.await;
-    let _ = dispatch.await;
-    let _ = release.await;
-    let _ = remedy.await;
-    let _ = dns.await;
-    let _ = http.await;
-    Ok(())
+    let failure = tasks.failure();
+    if failure.is_none() {
+        tracing::info!("shutting down");
+    }
+    let drain = async {
+        let _ = peer.raft.shutdown().await;
+        for handle in handles {
+            let _ = handle.await;
+        }
+    };
+    match failure {
+        None => {
+            drain.await;
+            Ok(())
+        }
+        Some(cause) => {
+            let _ = tokio::time::timeout(DRAIN_AFTER_FAILURE, drain).await;
+            Err(ServeError::Failed(cause))
+        }
+    }
 }

@@ -71,6 +71,12 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         on_signal.cancel();
     });
-    server::run(config, secrets, shutdown).await?;
-    Ok(())
+    match server::run(config, secrets, shutdown).await {
+        // One line, in the peer's log, naming the cause; the exit status says it failed.
+        Err(server::ServeError::Failed(cause)) => {
+            tracing::error!(%cause, "peer stopped after a failure; exiting with status 1");
+            std::process::exit(1);
+        }
+        other => Ok(other?),
+    }
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::answer::{respond, Context, Transport};
 use super::snapshot::Snapshot;
 use crate::peer::Peer;
+use crate::supervise::Tasks;
 
 /// TCP connections served at once; more wait in the listen backlog.
 const MAX_TCP_CONNECTIONS: usize = 256;
@@ -122,18 +123,19 @@ pub async fn serve(
     peer: Arc<Peer>,
     region: String,
     max_stale: Option<Duration>,
-    shutdown: CancellationToken,
+    tasks: Tasks,
 ) {
+    let shutdown = tasks.shutdown().clone();
     let first = Snapshot::build(&peer.state.read());
     let queries = QueryCounters::new(peer.metrics.dns_queries.clone());
     let server = Arc::new(Server { snapshot: ArcSwap::from_pointee(first), peer, region, max_stale, queries });
-    tokio::spawn(keep_current(server.clone(), shutdown.clone()));
-    tokio::spawn(serve_tcp(tcp, server.clone(), shutdown.clone()));
+    tasks.spawn("DNS snapshot updater", keep_current(server.clone(), shutdown.clone()));
+    tasks.spawn("DNS over TCP", serve_tcp(tcp, server.clone(), shutdown.clone()));
     let udp = match blocking(udp) {
         Ok(udp) => udp,
         Err(e) => {
             tracing::error!(error = %e, "DNS over UDP: cannot use the socket");
-            return shutdown.cancelled().await;
+            return;
         }
     };
     // The thread owns the socket; waiting for it to end means the port is free again.
@@ -145,9 +147,17 @@ pub async fn serve(
     });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "DNS over UDP: cannot start its thread");
+        return;
     }
-    shutdown.cancelled().await;
-    let _ = finished.await;
+    // The thread ends at shutdown; ending before it (a panic) ends this task, which fails
+    // the peer.
+    let mut finished = finished;
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            let _ = finished.await;
+        }
+        _ = &mut finished => tracing::error!("DNS over UDP: its thread stopped"),
+    }
 }
 
 /// The socket in blocking mode, waking up at least every [`UDP_SHUTDOWN_POLL`].

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::raft::rpc::{AgedHeartbeat, Connection, Forward, ForwardError, Forwarded, Request, Response, Secret};
 use crate::raft::{self, LogStore, Network, PeerId, PeerInfo, Raft, SharedState, StateMachineStore};
 use crate::state::{Command, Outcome};
+use crate::supervise::Tasks;
 
 const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest wait between two attempts to reach a leader.
@@ -85,7 +86,7 @@ pub struct ClusterStatus {
 
 impl Peer {
     /// Opens the peer's storage under `config.data_dir` and starts Raft.
-    pub async fn start(config: &Config, secret: Secret, metrics: Arc<Metrics>) -> Result<Arc<Self>, Error> {
+    pub async fn start(config: &Config, secret: Secret, metrics: Arc<Metrics>, tasks: &Tasks) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Fatal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
         let db = raft::db::open(&config.data_dir)
@@ -117,8 +118,9 @@ impl Peer {
             .await
             .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
         let commit_timeout = Duration::from_millis(config.http.request_timeout_ms);
-        let proposals = proposer::spawn(raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight, commit_timeout);
-        tokio::spawn(log_raft_events(raft.clone()));
+        let proposals =
+            proposer::spawn(tasks, raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight, commit_timeout);
+        tasks.spawn("raft core", watch_raft_core(raft.clone(), tasks.clone()));
 
         let (heartbeats, heartbeat_rx) = mpsc::channel(HEARTBEAT_QUEUE);
         let info = PeerInfo {
@@ -146,7 +148,7 @@ impl Peer {
             leader_contact: Mutex::new(Instant::now()),
         }))
         .inspect(|peer| {
-            tokio::spawn(forward_heartbeats(peer.clone(), heartbeat_rx));
+            tasks.spawn("heartbeat forwarder", forward_heartbeats(peer.clone(), heartbeat_rx));
         })
     }
 
@@ -755,15 +757,33 @@ async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, Nod
     }
 }
 
-/// Logs one line per election and membership change, as the operator's record.
-async fn log_raft_events(raft: Raft) {
-    let mut rx = raft.metrics();
+/// Watches the Raft core: logs one line per election and membership change, as the
+/// operator's record, and fails the peer when the core stops (a storage error, a panic in
+/// it, or openraft shutting down on its own) rather than leaving a peer that answers
+/// `/health` while its table no longer changes.
+async fn watch_raft_core(raft: Raft, tasks: Tasks) {
+    log_raft_events(raft.metrics()).await;
+    if tasks.shutdown().is_cancelled() {
+        return;
+    }
+    let cause = match &raft.metrics().borrow().running_state {
+        Err(fatal) => format!("the Raft core stopped: {fatal}"),
+        Ok(()) => "the Raft core stopped".to_string(),
+    };
+    tasks.fail(cause);
+}
+
+/// Logs elections and membership changes until the core stops or reports a fatal error.
+async fn log_raft_events(mut rx: tokio::sync::watch::Receiver<openraft::RaftMetrics<PeerId, PeerInfo>>) {
     let (mut leader, mut term, mut membership) = {
         let m = rx.borrow_and_update();
         (m.current_leader, m.current_term, m.membership_config.log_id().map(|l| l.index))
     };
     while rx.changed().await.is_ok() {
         let m = rx.borrow_and_update().clone();
+        if m.running_state.is_err() {
+            return;
+        }
         if m.current_leader != leader || m.current_term != term {
             match m.current_leader {
                 Some(l) => tracing::info!(term = m.current_term, leader = l, state = ?m.state, "leader elected"),

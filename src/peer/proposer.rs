@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::metrics::Metrics;
 use crate::raft::{PeerId, Raft};
 use crate::state::{Batch, Command, Error as StateError, Outcome};
+use crate::supervise::Tasks;
 
 pub type Reply = Result<Result<Outcome, StateError>, ProposeError>;
 
@@ -43,6 +44,7 @@ pub struct Pending {
 }
 
 pub fn spawn(
+    tasks: &Tasks,
     raft: Raft,
     metrics: Arc<Metrics>,
     max_batch: usize,
@@ -50,7 +52,7 @@ pub fn spawn(
     commit_timeout: Duration,
 ) -> mpsc::Sender<Pending> {
     let (tx, rx) = mpsc::channel(max_batch * 4);
-    tokio::spawn(run(raft, metrics, rx, max_batch, max_in_flight, commit_timeout));
+    tasks.spawn("proposer", run(raft, metrics, rx, max_batch, max_in_flight, commit_timeout));
     tx
 }
 
