@@ -29,6 +29,7 @@ pub(super) const SYNC_MODES: &str = "eager, lazy, on_demand";
 /// The version fields of a body: region, clock, size, hash, attrs, timestamp_ms.
 fn version_fields(body: &mut Fields, require_clock: bool) -> Result<ObjectWrite, ApiError> {
     let region = body.string("region")?;
+    validate::label("region", &region)?;
     let mut clock = VClock::default();
     match body.object("clock")? {
         Some(map) => {

@@ -6,6 +6,7 @@ mod cli;
 mod dispatch;
 mod dns;
 mod failover;
+mod hostile;
 mod membership;
 mod objects;
 mod util;
