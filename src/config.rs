@@ -58,6 +58,12 @@ pub struct RaftConfig {
     /// How long `cluster add` waits for a new peer to receive the log before it gives up
     /// and removes it again.
     pub catch_up_timeout_ms: u64,
+    /// A connection to the raft port must finish its handshake within this.
+    pub handshake_timeout_ms: u64,
+    /// A raft-port connection that carries no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Raft-port connections open at once; past it a new one is closed at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +75,26 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Changes kept for `GET /v1/watch`; a watcher further behind is told to re-read.
     pub watch_history: usize,
+    /// From a request's first byte to the end of its headers, at most (slow-header clients).
+    pub header_timeout_ms: u64,
+    /// A kept-alive connection that starts no request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Receiving a request's body, at most; past it `408`.
+    pub body_timeout_ms: u64,
+    /// Any request but a long poll, at most; past it `503 timeout`. Above
+    /// `request_timeout_ms`, so that a write's own wait for the leader ends first.
+    pub handler_timeout_ms: u64,
+    /// Connections open at once; past it `503 overloaded` and closed.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: usize,
+    /// Requests being answered at once, other than heartbeats, long polls and probes.
+    pub max_requests: usize,
+    /// Node heartbeats being answered at once: their own budget, so that a flood of other
+    /// requests cannot hold them back and get nodes declared down.
+    pub max_heartbeats: usize,
+    /// Long polls (`/v1/watch`, change feeds) waiting at once.
+    pub max_long_polls: usize,
 }
 
 impl Default for Config {
@@ -99,6 +125,9 @@ impl Default for RaftConfig {
             max_batch: 1024,
             max_in_flight: 2,
             catch_up_timeout_ms: 60_000,
+            handshake_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 256,
         }
     }
 }
@@ -109,6 +138,15 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
             watch_history: crate::raft::state_machine::DEFAULT_WATCH_HISTORY,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 10_000,
+            handler_timeout_ms: 30_000,
+            max_connections: 4096,
+            max_connections_per_client: 512,
+            max_requests: 1024,
+            max_heartbeats: 4096,
+            max_long_polls: 1024,
         }
     }
 }
@@ -196,6 +234,31 @@ impl Config {
         if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 || r.election_max_ms <= r.election_min_ms {
             return Err(ConfigError::Invalid(
                 "raft timeouts need 0 < heartbeat_ms, 2 × heartbeat_ms < election_min_ms < election_max_ms".into(),
+            ));
+        }
+        let h = &self.http;
+        let positive = [
+            ("header_timeout_ms", h.header_timeout_ms as usize),
+            ("idle_timeout_ms", h.idle_timeout_ms as usize),
+            ("body_timeout_ms", h.body_timeout_ms as usize),
+            ("handler_timeout_ms", h.handler_timeout_ms as usize),
+            ("max_connections", h.max_connections),
+            ("max_connections_per_client", h.max_connections_per_client),
+            ("max_requests", h.max_requests),
+            ("max_heartbeats", h.max_heartbeats),
+            ("max_long_polls", h.max_long_polls),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("http.{name} must be positive")));
+        }
+        if h.handler_timeout_ms <= h.request_timeout_ms {
+            return Err(ConfigError::Invalid(
+                "http.handler_timeout_ms must be above http.request_timeout_ms, so that a write's wait for the leader ends first".into(),
+            ));
+        }
+        if r.handshake_timeout_ms == 0 || r.idle_timeout_ms == 0 || r.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "raft.handshake_timeout_ms, idle_timeout_ms and max_connections must be positive".into(),
             ));
         }
         if r.snapshot_every == 0 || r.max_batch == 0 || r.max_in_flight == 0 {

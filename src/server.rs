@@ -6,9 +6,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::http::{router, AppState};
+use crate::http::listener::serve as serve_http;
+use crate::http::{router, AppState, ConnectionLimits, RequestLimits};
 use crate::metrics::Metrics;
-use crate::peer::{self, serve_rpc, Peer};
+use crate::peer::{self, serve_rpc, Peer, RpcLimits};
 use crate::raft::rpc::Secret;
 use crate::supervise::Tasks;
 
@@ -69,7 +70,10 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
 
     let max_stale = (config.dns.max_stale_ms > 0).then(|| std::time::Duration::from_millis(config.dns.max_stale_ms));
     let mut handles = vec![
-        tasks.spawn("peer RPC listener", serve_rpc(raft_listener, peer.clone(), shutdown.clone())),
+        tasks.spawn(
+            "peer RPC listener",
+            serve_rpc(raft_listener, peer.clone(), RpcLimits::from_config(&config.raft), shutdown.clone()),
+        ),
         tasks.spawn("dispatch", crate::dispatch::run(peer.clone(), shutdown.clone())),
         tasks.spawn("lazy release", crate::meta::run(peer.clone(), shutdown.clone())),
         tasks.spawn("action executor", crate::actions::run(peer.clone(), shutdown.clone())),
@@ -82,14 +86,10 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
         peer: peer.clone(),
         admin_token: secrets.admin_token.filter(|t| !t.is_empty()).map(Arc::from),
         max_body_bytes: config.http.max_body_bytes,
+        limits: Arc::new(RequestLimits::from_config(&config.http)),
     });
-    let http_shutdown = shutdown.clone();
-    handles.push(tasks.spawn("HTTP server", async move {
-        let served = axum::serve(http_listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "the HTTP server failed");
-        }
-    }));
+    let connection_limits = ConnectionLimits::from_config(&config.http);
+    handles.push(tasks.spawn("HTTP server", serve_http(http_listener, app, connection_limits, shutdown.clone())));
 
     shutdown.cancelled().await;
     let failure = tasks.failure();

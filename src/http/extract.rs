@@ -28,7 +28,17 @@ impl FromRequest<AppState> for JsonBody {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
+        let body_timeout = state.limits.body_timeout;
+        let bytes = tokio::time::timeout(body_timeout, axum::body::to_bytes(req.into_body(), limit))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the request body did not arrive within {} ms", body_timeout.as_millis()),
+                )
+            })?
+            .map_err(|_| too_large())?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
             field: Some("body".into()),
             ..ApiError::invalid("body", format!("not valid JSON: {e}"))

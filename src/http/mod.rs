@@ -6,10 +6,14 @@ mod cluster;
 mod dispatch;
 mod error;
 mod extract;
+mod limits;
+pub mod listener;
 mod objects;
 mod registry;
 mod server;
 mod sync;
 
 pub use error::ApiError;
+pub use limits::RequestLimits;
+pub use listener::ConnectionLimits;
 pub use server::{router, AppState};

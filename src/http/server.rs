@@ -16,6 +16,7 @@ pub struct AppState {
     /// `$SWITCHBOARD_ADMIN_TOKEN`: when set, writes and cluster calls need it.
     pub admin_token: Option<Arc<str>>,
     pub max_body_bytes: usize,
+    pub limits: Arc<super::RequestLimits>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), super::limits::limit))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
@@ -119,8 +121,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn count(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
-    app.peer.metrics.http_requests.with_label_values(&[&method, response.status().as_str()]).inc();
+    app.peer.metrics.http_requests.with_label_values(&[method, response.status().as_str()]).inc();
     response
+}
+
+/// The method as a metrics label: the methods of HTTP, and `other` for any a client makes
+/// up, so that the label set stays bounded.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN.iter().find(|m| *m == method).map(|m| m.as_str()).unwrap_or("other")
 }

@@ -12,7 +12,7 @@ mod rpc_server;
 
 pub use core::{ClusterStatus, Consistency, Member, Peer};
 pub use error::Error;
-pub use rpc_server::serve_rpc;
+pub use rpc_server::{serve_rpc, RpcLimits};
 
 /// This peer's wall clock, in milliseconds since the Unix epoch: the time commands carry.
 pub fn now_ms() -> u64 {

@@ -1,57 +1,107 @@
 //! The listener on `--raft-addr`: Raft's own messages go to Raft, forwarded client
 //! requests to the [`Peer`].
+//!
+//! The port is reachable by anyone who can reach the peer, so what a stranger can hold of
+//! it is bounded: the handshake must finish within `raft.handshake_timeout_ms`, at most
+//! `raft.max_connections` connections are open at once (past it a new one is closed at
+//! once), a connection that carries no request for `raft.idle_timeout_ms` is closed (the
+//! dialing peer opens a new one when it needs it), and accept errors back off.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Peer;
+use crate::config::RaftConfig;
 use crate::raft::rpc::{Connection, Request, Response};
 
-pub async fn serve_rpc(listener: TcpListener, peer: Arc<Peer>, shutdown: CancellationToken) {
+/// The longest pause after failed accepts; the first is [`ACCEPT_BACKOFF_MIN`].
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// The bounds of the peer RPC listener.
+#[derive(Debug, Clone)]
+pub struct RpcLimits {
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl RpcLimits {
+    pub fn from_config(c: &RaftConfig) -> Self {
+        Self {
+            handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+pub async fn serve_rpc(listener: TcpListener, peer: Arc<Peer>, limits: RpcLimits, shutdown: CancellationToken) {
+    let places = Arc::new(Semaphore::new(limits.max_connections));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting a peer connection failed");
+                    tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accepting a peer connection failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
         };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tracing::debug!(%addr, max = limits.max_connections, "refused a peer connection: too many open");
+            continue;
+        };
         let peer = peer.clone();
         let shutdown = shutdown.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let conn = match Connection::accept(stream, peer.secret()).await {
-                Ok(Some(conn)) => conn,
-                Ok(None) => {
+            let _place = place;
+            let handshake = tokio::time::timeout(limits.handshake_timeout, Connection::accept(stream, peer.secret()));
+            let conn = match handshake.await {
+                Ok(Ok(Some(conn))) => conn,
+                Ok(Ok(None)) => {
                     tracing::warn!(%addr, "refused a peer connection: wrong cluster secret");
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "peer handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "peer handshake timed out");
                     return;
                 }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = serve_connection(conn, &peer) => {}
+                _ = serve_connection(conn, &peer, limits.idle_timeout) => {}
             }
         });
     }
 }
 
-async fn serve_connection(mut conn: Connection, peer: &Peer) {
+async fn serve_connection(mut conn: Connection, peer: &Peer, idle_timeout: Duration) {
     loop {
-        let request: Request = match conn.recv().await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
+        let request: Request = match tokio::time::timeout(idle_timeout, conn.recv()).await {
+            Ok(Ok(Some(r))) => r,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "dropping peer connection");
                 return;
             }
+            Err(_) => return,
         };
         let response = match request {
             Request::AppendEntries(r) => {

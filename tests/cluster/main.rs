@@ -7,6 +7,7 @@ mod dispatch;
 mod dns;
 mod failover;
 mod hostile;
+mod limits;
 mod membership;
 mod objects;
 mod util;

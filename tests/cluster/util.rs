@@ -107,6 +107,17 @@ impl Peer {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// How many file descriptors the process has open (sockets included).
+    pub fn open_fds(&self) -> usize {
+        let pid = self.pid().expect("the peer runs");
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    }
+
     /// Fails the test if the process exited by itself.
     pub fn assert_alive(&mut self) {
         if let Some(child) = &mut self.child {

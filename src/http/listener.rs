@@ -1,0 +1,306 @@
+//! The HTTP listener: connections accepted under caps, and closed when a client stalls.
+//!
+//! What a client can hold of a peer is bounded, each by a named setting of `[http]`
+//! (docs/operations.md lists them with their defaults):
+//!
+//! | limit | setting | past it |
+//! |---|---|---|
+//! | connections open at once | `max_connections` | `503` + `Retry-After`, then closed |
+//! | connections from one client address | `max_connections_per_client` | the same |
+//! | from a request's first byte to the end of its headers | `header_timeout_ms` | closed |
+//! | a kept-alive connection that starts no request | `idle_timeout_ms` | closed |
+//! | receiving a request's body | `body_timeout_ms` (in the body extractor) | `408` |
+//!
+//! Accept errors (out of file descriptors, say) back off instead of spinning. Request
+//! level limits (handler time, concurrent requests, long polls) are in `limits.rs`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::HttpConfig;
+
+/// The longest pause after failed accepts; the first is [`ACCEPT_BACKOFF_MIN`].
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+/// How long a refused client gets to read its 503 before the connection is dropped.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a connection's header deadline is checked.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The connection limits of one listener.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_per_client: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(c: &HttpConfig) -> Self {
+        Self {
+            max_connections: c.max_connections,
+            max_per_client: c.max_connections_per_client,
+            header_timeout: Duration::from_millis(c.header_timeout_ms),
+            idle_timeout: Duration::from_millis(c.idle_timeout_ms),
+        }
+    }
+}
+
+/// Open connections, overall and per client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// A place among the open connections, given back on drop.
+struct Admitted {
+    open: Arc<Mutex<Open>>,
+    client: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_client.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Full,
+    ClientFull,
+}
+
+fn admit(open: &Arc<Mutex<Open>>, limits: &ConnectionLimits, client: IpAddr) -> Result<Admitted, Refusal> {
+    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+    if o.total >= limits.max_connections {
+        return Err(Refusal::Full);
+    }
+    let mine = o.per_client.entry(client).or_insert(0);
+    if *mine >= limits.max_per_client {
+        return Err(Refusal::ClientFull);
+    }
+    *mine += 1;
+    o.total += 1;
+    Ok(Admitted { open: open.clone(), client })
+}
+
+/// Serves `app` on `listener` until `shutdown`; open requests are then finished.
+pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: CancellationToken) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    a
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "HTTP: accepting a connection failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        match admit(&open, &limits, addr.ip()) {
+            Ok(admitted) => {
+                connections.spawn(connection(stream, addr, app.clone(), limits.clone(), admitted, shutdown.clone()));
+            }
+            Err(refusal) => {
+                connections.spawn(refuse(stream, refusal, &limits));
+            }
+        }
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+/// Answers `503` with `Retry-After` to a connection over a cap, and closes it.
+fn refuse(mut stream: TcpStream, refusal: Refusal, limits: &ConnectionLimits) -> impl std::future::Future<Output = ()> {
+    let message = match refusal {
+        Refusal::Full => format!("this peer has its limit of {} connections open; retry", limits.max_connections),
+        Refusal::ClientFull => {
+            format!("this client address has {} connections open, the limit per client; retry", limits.max_per_client)
+        }
+    };
+    let body = serde_json::json!({"error": "overloaded", "message": message}).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    async move {
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            stream.write_all(response.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// What a connection is doing, for its header deadline.
+#[derive(Default)]
+struct Activity {
+    /// Requests handed to the router and not yet answered.
+    in_flight: usize,
+    /// When the first byte of a request arrived that has not reached the router yet.
+    head_since: Option<Instant>,
+}
+
+type Shared = Arc<Mutex<Activity>>;
+
+fn lock(a: &Shared) -> std::sync::MutexGuard<'_, Activity> {
+    a.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    admitted: Admitted,
+    shutdown: CancellationToken,
+) {
+    let _admitted = admitted;
+    let _ = stream.set_nodelay(true);
+    let activity: Shared = Arc::default();
+    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+    let service_activity = activity.clone();
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let activity = service_activity.clone();
+        {
+            let mut a = lock(&activity);
+            a.in_flight += 1;
+            a.head_since = None;
+        }
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+        let answer = app.clone().oneshot(request);
+        async move {
+            let response = answer.await;
+            lock(&activity).in_flight -= 1;
+            response
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // hyper's header timer runs from when the connection waits for a request: with
+        // keep-alive, that is the idle timeout. The header deadline proper is watched
+        // below, from the request's first byte.
+        .header_read_timeout(limits.idle_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let header_timeout = limits.header_timeout;
+    let stalled = async {
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            let since = lock(&activity).head_since;
+            if since.is_some_and(|s| s.elapsed() > header_timeout) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stalled => tracing::debug!(client = %addr, "HTTP: closed a connection whose request headers stalled"),
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A TCP stream that notes when the first byte of a request arrives.
+struct Watched {
+    inner: TcpStream,
+    activity: Shared,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let mut a = lock(&self.activity);
+            if a.in_flight == 0 && a.head_since.is_none() {
+                a.head_since = Some(Instant::now());
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_overall_and_per_client_and_free_on_drop() {
+        let limits = ConnectionLimits {
+            max_connections: 3,
+            max_per_client: 2,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let open = Arc::new(Mutex::new(Open::default()));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = admit(&open, &limits, a).unwrap();
+        let _second = admit(&open, &limits, a).unwrap();
+        assert_eq!(admit(&open, &limits, a).err(), Some(Refusal::ClientFull));
+        let _third = admit(&open, &limits, b).unwrap();
+        assert_eq!(admit(&open, &limits, b).err(), Some(Refusal::Full));
+        drop(first);
+        assert!(admit(&open, &limits, b).is_ok());
+    }
+}
