@@ -32,13 +32,36 @@ pub struct Config {
     pub dns: DnsConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
     /// Answer SERVFAIL (so that resolvers try another server) once this peer has heard
     /// nothing from a leader for this many milliseconds; 0: never, answer from the last
     /// known table however old.
     pub max_stale_ms: u64,
+    /// UDP responses per second to one client prefix (response-rate limiting); 0: off.
+    pub rrl_rate: u32,
+    /// Past the rate, every this many responses one is sent truncated (TC=1) so that a
+    /// real resolver retries over TCP; the others are dropped. 0: drop them all.
+    pub rrl_slip: u32,
+    /// The prefix lengths clients are counted by.
+    pub rrl_ipv4_prefix: u8,
+    pub rrl_ipv6_prefix: u8,
+    /// Networks never rate-limited: a local resolver that asks for every client.
+    pub rrl_exempt: Vec<ipnet::IpNet>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            max_stale_ms: 0,
+            rrl_rate: 100,
+            rrl_slip: 2,
+            rrl_ipv4_prefix: 24,
+            rrl_ipv6_prefix: 56,
+            rrl_exempt: vec!["127.0.0.1/32".parse().expect("a network"), "::1/128".parse().expect("a network")],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +278,10 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "http.handler_timeout_ms must be above http.request_timeout_ms, so that a write's wait for the leader ends first".into(),
             ));
+        }
+        let d = &self.dns;
+        if d.rrl_ipv4_prefix > 32 || d.rrl_ipv6_prefix > 128 {
+            return Err(ConfigError::Invalid("dns.rrl_ipv4_prefix is at most 32, dns.rrl_ipv6_prefix at most 128".into()));
         }
         if r.handshake_timeout_ms == 0 || r.idle_timeout_ms == 0 || r.max_connections == 0 {
             return Err(ConfigError::Invalid(

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub dns_queries: IntCounterVec,
     pub dns_answer_seconds: Histogram,
     pub dns_stale_answers: IntCounter,
+    pub dns_rrl_dropped: IntCounter,
+    pub dns_rrl_slipped: IntCounter,
     pub actions: IntCounterVec,
     pub action_conflicts: IntCounterVec,
     pub resolution_seconds: Histogram,
@@ -97,6 +99,14 @@ impl Metrics {
             dns_stale_answers: counter(
                 "switchboard_dns_stale_answers_total",
                 "Queries answered SERVFAIL because this peer heard no leader for longer than dns.max_stale_ms",
+            ),
+            dns_rrl_dropped: counter(
+                "switchboard_dns_rrl_dropped_total",
+                "UDP responses not sent because their client prefix was over dns.rrl_rate",
+            ),
+            dns_rrl_slipped: counter(
+                "switchboard_dns_rrl_slipped_total",
+                "UDP responses sent truncated (TC=1) instead, every dns.rrl_slip-th over the rate",
             ),
             term: gauge("switchboard_raft_term", "Current Raft term"),
             leader_id: gauge("switchboard_raft_leader_id", "Id of the current leader, 0 when none is known"),

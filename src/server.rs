@@ -79,7 +79,15 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
         tasks.spawn("action executor", crate::actions::run(peer.clone(), shutdown.clone())),
         tasks.spawn(
             "DNS server",
-            crate::dns::serve(dns_udp, dns_tcp, peer.clone(), config.region.clone(), max_stale, tasks.clone()),
+            crate::dns::serve(
+                dns_udp,
+                dns_tcp,
+                peer.clone(),
+                config.region.clone(),
+                max_stale,
+                crate::dns::rrl::RrlConfig::from_config(&config.dns),
+                tasks.clone(),
+            ),
         ),
     ];
     let app = router(AppState {

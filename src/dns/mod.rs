@@ -20,6 +20,7 @@
 //! encoding whole messages, with the same bytes the general path produces.
 
 mod answer;
+pub mod rrl;
 mod server;
 mod snapshot;
 

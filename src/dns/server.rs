@@ -6,7 +6,8 @@
 //! `sendmmsg`. An async loop cost a runtime wake-up per datagram, more than the answer
 //! itself. TCP is served by tokio tasks.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -21,14 +22,22 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{respond, Context, Transport};
+use super::rrl::{self, Limiter, RrlConfig, Verdict};
 use super::snapshot::Snapshot;
 use crate::peer::Peer;
 use crate::supervise::Tasks;
 
 /// TCP connections served at once; more wait in the listen backlog.
 const MAX_TCP_CONNECTIONS: usize = 256;
-/// A TCP connection idle this long is closed.
+/// TCP connections served at once from one client address; more are closed at once.
+const MAX_TCP_PER_CLIENT: usize = 16;
+/// A TCP connection idle this long (between queries, or within one) is closed.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// Sending one answer over TCP may take this long; a client that does not read is cut off.
+const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TCP connection is closed after this long, however busy (RFC 7766 lets a server
+/// close connections to manage its resources).
+const TCP_MAX_LIFETIME: Duration = Duration::from_secs(120);
 /// Datagrams received, and replies sent, in one system call.
 const BATCH: usize = 32;
 /// Room for the largest UDP datagram.
@@ -123,6 +132,7 @@ pub async fn serve(
     peer: Arc<Peer>,
     region: String,
     max_stale: Option<Duration>,
+    rrl: RrlConfig,
     tasks: Tasks,
 ) {
     let shutdown = tasks.shutdown().clone();
@@ -142,7 +152,7 @@ pub async fn serve(
     let (done, finished) = tokio::sync::oneshot::channel::<()>();
     let (thread_server, thread_shutdown) = (server.clone(), shutdown.clone());
     let spawned = std::thread::Builder::new().name("dns-udp".into()).spawn(move || {
-        serve_udp(&udp, &thread_server, &thread_shutdown);
+        serve_udp(&udp, &thread_server, &mut Limiter::new(rrl), &thread_shutdown);
         drop(done);
     });
     if let Err(e) = spawned {
@@ -170,7 +180,8 @@ fn blocking(udp: UdpSocket) -> std::io::Result<std::net::UdpSocket> {
 
 /// Answers UDP queries until shutdown: each round receives every datagram waiting (at
 /// least one, at most [`BATCH`]), answers them in order and sends the replies together.
-fn serve_udp(socket: &std::net::UdpSocket, server: &Server, shutdown: &CancellationToken) {
+/// Each response first passes the response-rate limiter (`rrl.rs`).
+fn serve_udp(socket: &std::net::UdpSocket, server: &Server, limiter: &mut Limiter, shutdown: &CancellationToken) {
     let fd = socket.as_raw_fd();
     let mut buffers = vec![0u8; BATCH * MAX_DATAGRAM];
     // SAFETY (all the zeroed values): plain C structs, for which all zeroes is valid.
@@ -211,10 +222,22 @@ fn serve_udp(socket: &std::net::UdpSocket, server: &Server, shutdown: &Cancellat
             continue;
         }
         replies.clear();
+        let now = Instant::now();
         for (i, m) in received.iter().enumerate().take(n as usize) {
             let Some(source) = socket_addr(&sources[i], m.msg_hdr.msg_namelen) else { continue };
             let request = &buffers[i * MAX_DATAGRAM..][..m.msg_len as usize];
-            if let Some(reply) = server.answer(request, source, Transport::Udp) {
+            let reply = match limiter.check(source.ip(), now) {
+                Verdict::Send => server.answer(request, source, Transport::Udp),
+                Verdict::Slip => {
+                    server.peer.metrics.dns_rrl_slipped.inc();
+                    rrl::truncated(request)
+                }
+                Verdict::Drop => {
+                    server.peer.metrics.dns_rrl_dropped.inc();
+                    None
+                }
+            };
+            if let Some(reply) = reply {
                 replies.push((i, reply));
             }
         }
@@ -293,20 +316,56 @@ async fn keep_current(server: Arc<Server>, shutdown: CancellationToken) {
 
 async fn serve_tcp(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let per_client: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (stream, source) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(r) => r,
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "DNS over TCP: accepting failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
         };
+        let Some(client) = ClientPlace::take(&per_client, source.ip()) else { continue };
         let server = server.clone();
         tokio::spawn(async move {
-            let _ = serve_tcp_connection(stream, source, &server).await;
-            drop(slot);
+            let _ = tokio::time::timeout(TCP_MAX_LIFETIME, serve_tcp_connection(stream, source, &server)).await;
+            drop((slot, client));
         });
+    }
+}
+
+/// A place among one client address's TCP connections, given back on drop.
+struct ClientPlace {
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
+
+impl ClientPlace {
+    fn take(open: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Self> {
+        let mut map = open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(client).or_insert(0);
+        if *n >= MAX_TCP_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(Self { open: open.clone(), client })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -322,6 +381,6 @@ async fn serve_tcp_connection(mut stream: TcpStream, source: SocketAddr, server:
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(&reply);
-        stream.write_all(&framed).await?;
+        tokio::time::timeout(TCP_WRITE_TIMEOUT, stream.write_all(&framed)).await??;
     }
 }

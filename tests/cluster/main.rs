@@ -5,6 +5,7 @@ mod actions;
 mod cli;
 mod dispatch;
 mod dns;
+mod dns_hostile;
 mod failover;
 mod hostile;
 mod limits;
