@@ -4,8 +4,15 @@
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+/// Most distinct action types that get a label of their own in `coordination_actions_total`;
+/// further types are counted as `other`, so that the label set stays bounded whatever
+/// clients submit. The built-in types always have their own.
+pub const MAX_ACTION_TYPE_LABELS: usize = 64;
+
 pub struct Metrics {
     registry: Registry,
+    /// The action types that have a label of their own.
+    action_types: std::sync::Mutex<std::collections::HashSet<String>>,
     pub term: IntGauge,
     pub leader_id: IntGauge,
     pub is_leader: IntGauge,
@@ -165,12 +172,47 @@ impl Metrics {
             active_actions: gauge("coordination_active_actions", "Actions running now"),
             http_requests,
             registry,
+            action_types: Default::default(),
         }
+    }
+
+    /// The label an action type is counted under: its own name while fewer than
+    /// [`MAX_ACTION_TYPE_LABELS`] types have one (built-ins always), else `other`.
+    pub fn action_type_label<'k>(&self, kind: &'k str) -> &'k str {
+        if crate::state::actions::BUILTIN.contains(&kind) {
+            return kind;
+        }
+        let mut known = self.action_types.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(kind) {
+            return kind;
+        }
+        if known.len() < MAX_ACTION_TYPE_LABELS {
+            known.insert(kind.to_string());
+            return kind;
+        }
+        "other"
     }
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_type_labels_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..MAX_ACTION_TYPE_LABELS {
+            let kind = format!("t{i}");
+            assert_eq!(m.action_type_label(&kind), kind);
+        }
+        assert_eq!(m.action_type_label("t0"), "t0", "a type seen before keeps its label");
+        assert_eq!(m.action_type_label("one-too-many"), "other");
+        assert_eq!(m.action_type_label("drain_node"), "drain_node", "built-ins always have their own");
     }
 }

@@ -91,7 +91,8 @@ async fn submit(app: &AppState, command: Command) -> Result<state::Outcome, ApiE
     if let (Some(spec), Some(s)) = (spec, submitted) {
         if !s.duplicate {
             let source = if spec.source == Source::Deterministic { "deterministic" } else { "ai_driven" };
-            app.peer.metrics.actions.with_label_values(&[&spec.kind, source]).inc();
+            let kind = app.peer.metrics.action_type_label(&spec.kind);
+            app.peer.metrics.actions.with_label_values(&[kind, source]).inc();
             for c in &s.conflicts {
                 app.peer.metrics.action_conflicts.with_label_values(&[&c.conflict_type]).inc();
             }
