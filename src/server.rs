@@ -21,6 +21,8 @@ pub enum ServeError {
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error(transparent)]
     Peer(#[from] peer::Error),
+    #[error("data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
     /// A part of the running peer failed; the peer stopped.
     #[error("the peer stopped: {0}")]
     Failed(String),
@@ -36,6 +38,31 @@ pub struct Secrets {
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr: addr.into(), source })
+}
+
+/// Makes the data directory readable by this user alone: the directory 0700, what is in it
+/// 0600 (0700 for directories), and everything the peer creates from now on the same (a
+/// umask of 077). It holds the whole replicated state and the log.
+fn private_data_dir(dir: &std::path::Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |source: std::io::Error| ServeError::DataDir { dir: dir.display().to_string(), source };
+    // SAFETY: umask only sets the process's file creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+        for entry in std::fs::read_dir(&d).map_err(failed)? {
+            let entry = entry.map_err(failed)?;
+            let kind = entry.file_type().map_err(failed)?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Longest wait for the peer's tasks to finish once it stops after a failure.
@@ -62,6 +89,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
         source,
     })?;
 
+    private_data_dir(&config.data_dir)?;
     let metrics = Arc::new(Metrics::new());
     let tasks = Tasks::new(shutdown.clone());
     let peer = Peer::start(&config, secret, metrics, &tasks).await?;

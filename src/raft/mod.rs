@@ -56,6 +56,7 @@
 // openraft's error types are large by design; boxing them at every boundary buys nothing.
 #![allow(clippy::result_large_err)]
 
+mod checksum;
 pub mod db;
 pub mod failpoint;
 pub mod log_store;

@@ -12,7 +12,7 @@
 //! names are removed when the peer starts.
 
 use std::fs;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use rocksdb::{WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncSeekExt, AsyncWrite, ReadBuf};
 
+use super::checksum;
 use super::db::{synced, CF_SNAPSHOT};
 use super::log_store::{decode, encode, purge_into, read_err, write_err, PurgeGate};
 use super::types::{SnapshotMeta, StorageError};
@@ -114,8 +115,9 @@ fn io_write(e: io::Error) -> StorageError {
     write_err(subject(), e)
 }
 
-fn bincode_err(e: bincode::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
+/// The error, with the file it concerns.
+fn named(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 impl SnapshotFiles {
@@ -138,9 +140,10 @@ impl SnapshotFiles {
         }
         let loaded = match record {
             Some(r) => {
-                let file = fs::File::open(dir.join(&r.file)).map_err(io_read)?;
-                let state: State = bincode::deserialize_from(BufReader::with_capacity(1 << 20, file))
-                    .map_err(|e| io_read(bincode_err(e)))?;
+                let path = dir.join(&r.file);
+                let file = fs::File::open(&path).map_err(io_read)?;
+                let len = file.metadata().map_err(io_read)?.len();
+                let state = checksum::read_state(file, len).map_err(|e| io_read(named(&path, e)))?;
                 Some((r.meta, state))
             }
             None => match files.db.get_cf(files.cf(), KEY_LEGACY).map_err(|e| read_err(subject(), e))? {
@@ -195,8 +198,7 @@ impl SnapshotFiles {
         let path = self.dir.join(format!("{name}{WRITING}"));
         let file = fs::File::create(&path).map_err(io_write)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        bincode::serialize_into(&mut out, state).map_err(|e| io_write(bincode_err(e)))?;
-        out.flush().map_err(io_write)?;
+        checksum::write_state(&mut out, state).map_err(io_write)?;
         let bytes = out.get_ref().metadata().map_err(io_write)?.len();
         Ok((name, bytes))
     }
@@ -231,7 +233,8 @@ impl SnapshotFiles {
         let dir = self.dir.clone();
         let state = tokio::task::spawn_blocking(move || -> io::Result<State> {
             let file = fs::File::open(&path)?;
-            let state = bincode::deserialize_from(BufReader::with_capacity(1 << 20, file)).map_err(bincode_err)?;
+            let len = file.metadata()?.len();
+            let state = checksum::read_state(file, len).map_err(|e| named(&path, e))?;
             fs::rename(&path, &final_path)?;
             fs::File::open(&dir)?.sync_all()?;
             Ok(state)

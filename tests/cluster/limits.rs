@@ -142,3 +142,48 @@ async fn heartbeats_keep_their_budget_when_other_requests_are_over_theirs() {
     })
     .await;
 }
+
+/// The data directory holds the whole state: only the peer's user may read it. A snapshot
+/// file that is corrupt stops the peer at start with one error that names the file and
+/// points at the recovery steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_private_and_a_corrupt_snapshot_is_named_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::start_with_env(3, &[("SWITCHBOARD_RAFT_SNAPSHOT_EVERY", "5")]).await;
+    for i in 0..20 {
+        assert_eq!(c.put_region(1, &format!("r{i}")).await.0, 200);
+    }
+    let dir = c.peer(3).data_dir.clone();
+    let snapshots = dir.join("snapshots");
+    let snapshot = eventually(Duration::from_secs(20), "peer 3 to write a snapshot", || async {
+        std::fs::read_dir(&snapshots).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "snap"))
+    })
+    .await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    let mut files = vec![dir.clone()];
+    while let Some(d) = files.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                files.push(p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+            }
+        }
+    }
+
+    c.kill(3);
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let peer = c.peer_mut(3);
+    peer.start_again();
+    let status = peer.wait_exit(Duration::from_secs(20)).expect("a peer with a corrupt snapshot stops");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&peer.log).unwrap();
+    let line = log.lines().rev().find(|l| l.contains("corrupt")).expect("one line says the snapshot is corrupt");
+    assert!(line.contains(&snapshot.display().to_string()) && line.contains("docs/operations.md"), "{line}");
+}
