@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::extract::{Fields, JsonBody, Params};
+use super::extract::{after_id, page_limit, Fields, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::state::actions::{Action, ActionPolicy, ActionSpec, Anomaly, AnomalyReport, Source, Status, Submitted};
@@ -138,16 +138,33 @@ pub async fn list_actions(State(app): State<AppState>, RawQuery(q): RawQuery) ->
                 .map_err(|_| ApiError::invalid("status", "must be queued, running, completed, failed or superseded"))?,
         ),
     };
-    read(&app, q, |s| {
-        let actions: Vec<Value> = match status {
-            Some(Status::Queued) => s.engine.queue().into_iter().map(action_view).collect(),
-            _ => {
-                s.engine.actions.values().filter(|a| status.is_none_or(|st| a.status == st)).map(action_view).collect()
-            }
-        };
-        Json(json!({ "actions": actions }))
+    let limit = page_limit(&params)?;
+    let after = after_id(&params)?;
+    // Queued actions come in queue order, and `after` resumes after that action if it is
+    // still queued; every other list is in id order.
+    let mut page: Vec<Action> = read(&app, q, |s| match status {
+        Some(Status::Queued) => {
+            let queue = s.engine.queue();
+            let start = queue.iter().position(|a| a.id == after).map_or(0, |i| i + 1);
+            queue.into_iter().skip(start).take(limit + 1).cloned().collect()
+        }
+        _ => s
+            .engine
+            .actions
+            .range(after.saturating_add(1)..)
+            .map(|(_, a)| a)
+            .filter(|a| status.is_none_or(|st| a.status == st))
+            .take(limit + 1)
+            .cloned()
+            .collect(),
     })
-    .await
+    .await?;
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|a| a.id)
+    });
+    let actions: Vec<Value> = page.iter().map(action_view).collect();
+    Ok(Json(json!({ "actions": actions, "next": next.flatten() })))
 }
 
 pub async fn get_action(State(app): State<AppState>, Path(id): Path<u64>, RawQuery(q): RawQuery) -> Answer {
@@ -309,11 +326,26 @@ pub async fn get_anomaly(State(app): State<AppState>, Path(id): Path<u64>, RawQu
 }
 
 pub async fn list_anomalies(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    read(&app, q, |s| {
-        let all: Vec<Value> = s.engine.anomalies.values().map(|a| anomaly_view(a, &s.engine.actions)).collect();
-        Json(json!({ "anomalies": all }))
+    let params = Params::parse(q.as_deref());
+    let limit = page_limit(&params)?;
+    let after = after_id(&params)?;
+    let (mut page, actions): (Vec<Anomaly>, BTreeMap<u64, Action>) = read(&app, q, |s| {
+        let page: Vec<Anomaly> =
+            s.engine.anomalies.range(after.saturating_add(1)..).map(|(_, a)| a.clone()).take(limit + 1).collect();
+        let actions = page
+            .iter()
+            .filter_map(|a| a.action)
+            .filter_map(|id| s.engine.actions.get(&id).map(|x| (id, x.clone())))
+            .collect();
+        (page, actions)
     })
-    .await
+    .await?;
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|a| a.id)
+    });
+    let all: Vec<Value> = page.iter().map(|a| anomaly_view(a, &actions)).collect();
+    Ok(Json(json!({ "anomalies": all, "next": next.flatten() })))
 }
 
 /// Alertmanager's webhook (payload version 4): each firing alert becomes an anomaly (one

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{Fields, Flags, JsonBody};
+use super::extract::{page_limit, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::dispatch::{analyse, NodeMetrics};
@@ -243,20 +243,39 @@ pub async fn heartbeat(
 
 // ---- the table, resolve, policy ----
 
+/// The elected table, a page at a time: `?limit=N` rows after `?after=DOMAIN/REGION`.
+/// Only the page is copied while the state is read; it is turned into JSON after.
 pub async fn table(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    let rows = read(&app, q, |s| {
+    let params = Params::parse(q.as_deref());
+    let limit = page_limit(&params)?;
+    let after = match params.get("after") {
+        None => None,
+        Some(a) => Some(a.split_once('/').map(|(d, r)| (d.to_string(), r.to_string())).ok_or_else(|| {
+            ApiError::invalid("after", "must be DOMAIN/REGION: the 'next' of the previous page")
+        })?),
+    };
+    let mut page: Vec<(String, String, state::DispatchRow)> = read(&app, q, |s| {
         s.dispatch
-            .iter()
-            .map(|(domain, region, row)| {
-                json!({
-                    "domain": domain, "region": region, "node": row.node, "ip": row.ip, "score": row.score,
-                    "reason": row.reason, "since_ms": row.since_ms, "revision": row.revision,
-                })
-            })
-            .collect::<Vec<_>>()
+            .iter_after(after.as_ref().map(|(d, r)| (d.as_str(), r.as_str())))
+            .take(limit + 1)
+            .map(|(d, r, row)| (d.to_string(), r.to_string(), row.to_owned_row()))
+            .collect()
     })
     .await?;
-    Ok(Json(json!({ "rows": rows })))
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|(d, r, _)| format!("{d}/{r}"))
+    });
+    let rows: Vec<Value> = page
+        .into_iter()
+        .map(|(domain, region, row)| {
+            json!({
+                "domain": domain, "region": region, "node": row.node, "ip": row.ip, "score": row.score,
+                "reason": row.reason, "since_ms": row.since_ms, "revision": row.revision,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "rows": rows, "next": next.flatten() })))
 }
 
 /// The region a client address belongs to: the longest matching prefix over all regions'

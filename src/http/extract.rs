@@ -185,6 +185,22 @@ impl Fields {
     }
 }
 
+/// Items on one page of a list (`GET /v1/dispatch`, `/v1/actions`, `/v1/anomalies`,
+/// `/v1/repairs`) when `?limit=` is not given, and the most it may ask for. A page that is
+/// not the last carries `next`: give it as `?after=` for the following page.
+pub const LIST_PAGE: usize = 1000;
+pub const MAX_LIST_PAGE: usize = 10_000;
+
+/// `?limit=` of a list (0 is read as 1).
+pub fn page_limit(params: &Params) -> Result<usize, ApiError> {
+    Ok(params.u64("limit", LIST_PAGE as u64, MAX_LIST_PAGE as u64)?.max(1) as usize)
+}
+
+/// `?after=` of a list of numbered items.
+pub fn after_id(params: &Params) -> Result<u64, ApiError> {
+    params.u64("after", 0, u64::MAX)
+}
+
 /// The query string's parameters, percent-decoded.
 pub struct Params(Vec<(String, String)>);
 

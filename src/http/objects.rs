@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::extract::{Fields, Flags, JsonBody, Params};
+use super::extract::{page_limit, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::meta::{placement, schedule};
@@ -157,11 +157,29 @@ pub async fn mark_replica(State(app): State<AppState>, Path(id): Path<String>, J
     Ok(Json(json!({"id": id, "node": node, "state": state, "revision": outcome.revision})))
 }
 
-/// Objects with fewer healthy replicas on up nodes than they want, and where to add them.
+/// A repair to make, as read under the state's lock; turned into JSON after.
+struct Repair {
+    id: String,
+    hash: String,
+    replicas: u32,
+    healthy: Vec<String>,
+    missing: usize,
+    targets: Vec<String>,
+}
+
+/// Objects with fewer healthy replicas on up nodes than they want, and where to add them:
+/// `?limit=N` of them, after the object `?after=ID`.
 pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    read(&app, q, |s| {
+    let params = Params::parse(q.as_deref());
+    let limit = page_limit(&params)?;
+    let after = params.get("after").unwrap_or("").to_string();
+    let mut page: Vec<Repair> = read(&app, q, |s| {
         let mut out = Vec::new();
-        for o in s.meta.objects.values() {
+        let range = s.meta.objects.range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded));
+        for (_, o) in range {
+            if out.len() > limit {
+                break;
+            }
             let healthy: Vec<&String> = o
                 .holders
                 .iter()
@@ -182,14 +200,32 @@ pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
                 .filter(|n| !o.holders.contains_key(*n))
                 .take(wanted)
                 .collect();
-            out.push(json!({
-                "id": o.id, "hash": hash, "replicas": o.replicas, "healthy": healthy, "missing": wanted,
-                "targets": targets,
-            }));
+            out.push(Repair {
+                id: o.id.clone(),
+                hash: hash.to_string(),
+                replicas: o.replicas,
+                healthy: healthy.into_iter().cloned().collect(),
+                missing: wanted,
+                targets: targets.into_iter().cloned().collect(),
+            });
         }
-        Json(json!({"repairs": out}))
+        out
     })
-    .await
+    .await?;
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|r| r.id.clone())
+    });
+    let repairs: Vec<Value> = page
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "hash": r.hash, "replicas": r.replicas, "healthy": r.healthy, "missing": r.missing,
+                "targets": r.targets,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"repairs": repairs, "next": next.flatten()})))
 }
 
 // ---- conflicts ----

@@ -113,6 +113,22 @@ impl DispatchTable {
             .flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
     }
 
+    /// The rows after (`domain`, `region`) in (domain, region) order; every row with `None`.
+    pub fn iter_after<'t>(&'t self, after: Option<(&str, &str)>) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
+        let (from, region) = match after {
+            Some((domain, region)) => (std::ops::Bound::Included(domain.to_string()), Some(region.to_string())),
+            None => (std::ops::Bound::Unbounded, None),
+        };
+        let start = from.clone();
+        self.domains
+            .range::<str, _>((from.as_ref().map(|d| d.as_str()), std::ops::Bound::Unbounded))
+            .flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
+            .skip_while(move |(domain, r, _)| match (&start, &region) {
+                (std::ops::Bound::Included(d), Some(after)) => *domain == d.as_str() && *r <= after.as_str(),
+                _ => false,
+            })
+    }
+
     /// The rows of one domain, ordered by region.
     pub fn domain(&self, domain: &str) -> impl Iterator<Item = (&str, Row<'_>)> + '_ {
         self.domains
@@ -326,6 +342,23 @@ mod tests {
         for ((d, r), row) in map {
             assert_eq!(table.get(d, r).map(|r| r.to_owned_row()).as_ref(), Some(row));
         }
+    }
+
+    #[test]
+    fn pages_resume_after_any_row() {
+        let (table, map) = both();
+        let keys: Vec<(String, String)> = map.keys().cloned().collect();
+        let listed = |after: Option<(&str, &str)>| -> Vec<(String, String)> {
+            table.iter_after(after).map(|(d, r, _)| (d.to_string(), r.to_string())).collect()
+        };
+        assert_eq!(listed(None), keys);
+        for (i, (d, r)) in keys.iter().enumerate() {
+            assert_eq!(listed(Some((d, r))), keys[i + 1..], "after {d}/{r}");
+        }
+        // A cursor that names no row resumes at the next one.
+        assert_eq!(listed(Some(("a.example.com", "gb"))), keys[1..]);
+        assert_eq!(listed(Some(("b", "zz"))), keys[3..]);
+        assert!(listed(Some(("zz", ""))).is_empty());
     }
 
     #[test]

@@ -11,5 +11,6 @@ mod hostile;
 mod limits;
 mod membership;
 mod objects;
+mod paging;
 mod util;
 mod writes;
