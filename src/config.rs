@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Variables that are not configuration keys: secrets and the CLI's endpoint.
 const NOT_KEYS: &[&str] =
     &["SWITCHBOARD_CLUSTER_SECRET", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ENDPOINT", crate::raft::failpoint::ENV];
-const SECTIONS: &[&str] = &["raft", "http", "dns"];
+const SECTIONS: &[&str] = &["raft", "http", "dns", "actions"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +30,24 @@ pub struct Config {
     pub raft: RaftConfig,
     pub http: HttpConfig,
     pub dns: DnsConfig,
+    pub actions: ActionsConfig,
+}
+
+/// How long the remediation queue's history is kept. The leader prunes by its own
+/// settings; set the same on every peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActionsConfig {
+    /// Finished actions and done anomalies are forgotten this long after they finished.
+    pub retain_ms: u64,
+    /// At most this many finished actions (and as many done anomalies) are kept.
+    pub retain_max: u32,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self { retain_ms: 7 * 24 * 3600 * 1000, retain_max: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +151,7 @@ impl Default for Config {
             raft: RaftConfig::default(),
             http: HttpConfig::default(),
             dns: DnsConfig::default(),
+            actions: ActionsConfig::default(),
         }
     }
 }

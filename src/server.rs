@@ -104,7 +104,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
         ),
         tasks.spawn("dispatch", crate::dispatch::run(peer.clone(), shutdown.clone())),
         tasks.spawn("lazy release", crate::meta::run(peer.clone(), shutdown.clone())),
-        tasks.spawn("action executor", crate::actions::run(peer.clone(), shutdown.clone())),
+        tasks.spawn("action executor", crate::actions::run(peer.clone(), config.actions.clone(), shutdown.clone())),
         tasks.spawn(
             "DNS server",
             crate::dns::serve(

@@ -313,6 +313,60 @@ impl Engine {
     }
 }
 
+/// Retention of finished actions and done anomalies: which of them are kept.
+impl Engine {
+    /// Whether an anomaly needs nothing more: resolved, or (not an alert, which must stay
+    /// open to deduplicate its next firing) its action finished or gone.
+    fn anomaly_done(&self, a: &Anomaly) -> bool {
+        a.status == AnomalyStatus::Resolved
+            || (a.report.fingerprint.is_none()
+                && a.action.is_none_or(|id| self.actions.get(&id).is_none_or(|x| !x.is_open())))
+    }
+
+    /// The finished actions and done anomalies that [`Engine::prune_finished`] would forget.
+    fn prunable(&self, at_ms: u64, keep_ms: u64, keep_max: u32) -> (Vec<u64>, Vec<u64>) {
+        let too_old = |finished: Option<u64>| finished.is_some_and(|f| f.saturating_add(keep_ms) < at_ms);
+        let finished: Vec<&Action> = self.actions.values().filter(|a| !a.is_open()).collect();
+        let over = finished.len().saturating_sub(keep_max as usize);
+        let actions: Vec<u64> = finished
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i < over || too_old(a.finished_ms))
+            .map(|(_, a)| a.id)
+            .collect();
+        let done: Vec<&Anomaly> = self.anomalies.values().filter(|a| self.anomaly_done(a)).collect();
+        let over = done.len().saturating_sub(keep_max as usize);
+        let finished_at = |a: &Anomaly| a.action.and_then(|id| self.actions.get(&id)).and_then(|x| x.finished_ms);
+        let anomalies: Vec<u64> = done
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i < over || too_old(finished_at(a)))
+            .map(|(_, a)| a.id)
+            .collect();
+        (actions, anomalies)
+    }
+
+    /// Whether a `PruneFinished` with these bounds would forget anything.
+    pub fn has_prunable(&self, at_ms: u64, keep_ms: u64, keep_max: u32) -> bool {
+        let (actions, anomalies) = self.prunable(at_ms, keep_ms, keep_max);
+        !actions.is_empty() || !anomalies.is_empty()
+    }
+
+    /// Forgets finished actions (completed, failed, superseded) and done anomalies that
+    /// finished more than `keep_ms` before `at_ms`, and the oldest beyond `keep_max` of
+    /// each. Open ones are never forgotten. Returns how many went.
+    pub(super) fn prune_finished(&mut self, at_ms: u64, keep_ms: u64, keep_max: u32) -> usize {
+        let (actions, anomalies) = self.prunable(at_ms, keep_ms, keep_max);
+        for id in &actions {
+            self.actions.remove(id);
+        }
+        for id in &anomalies {
+            self.anomalies.remove(id);
+        }
+        actions.len() + anomalies.len()
+    }
+}
+
 impl State {
     pub(super) fn submit_action(&mut self, index: u64, spec: &ActionSpec, at_ms: u64) -> Result<Submitted, Error> {
         let engine = &self.engine;
@@ -664,6 +718,49 @@ mod tests {
 
     fn submit(s: &mut State, index: u64, sp: ActionSpec) -> Submitted {
         s.submit_action(index, &sp, index * 1000).unwrap()
+    }
+
+    #[test]
+    fn finished_history_is_forgotten_by_age_and_count_and_open_work_never() {
+        let mut s = State::default();
+        let kinds = vec!["t1".to_string()];
+        for i in 1..=6u64 {
+            submit(&mut s, i, spec("t1", &format!("x{i}"), Source::Deterministic, 3, 1.0));
+        }
+        // Actions 1 to 4 finish at 10 s, 20 s, 30 s and 40 s; 5 runs, 6 stays queued.
+        for i in 1..=5u64 {
+            let c = s.claim_action(10 + i, "w", &kinds, 60_000, i * 10_000).unwrap();
+            if i < 5 {
+                s.report_action(20 + i, c.id, "w", None, true, None, i * 10_000).unwrap();
+            }
+        }
+        let report = |fp: Option<&str>| AnomalyReport {
+            timestamp: String::new(),
+            kind: "k".into(),
+            severity: "low".into(),
+            confidence: 1.0,
+            details: BTreeMap::new(),
+            recommended_action: None,
+            source: Source::AiDriven,
+            fingerprint: fp.map(String::from),
+        };
+        s.report_anomaly(30, &report(None), None, 0).unwrap();
+        s.report_anomaly(31, &report(Some("alert")), None, 0).unwrap();
+
+        // Older than 25 s at 50 s: actions 1 and 2 (finished at 10 s and 20 s).
+        assert!(s.engine.has_prunable(50_000, 25_000, 100));
+        s.engine.prune_finished(50_000, 25_000, 100);
+        assert_eq!(s.engine.actions.keys().copied().collect::<Vec<_>>(), [3, 4, 5, 6]);
+        // At most one finished: 3 goes, the running and the queued stay.
+        s.engine.prune_finished(50_000, u64::MAX, 1);
+        assert_eq!(s.engine.actions.keys().copied().collect::<Vec<_>>(), [4, 5, 6]);
+        assert!(!s.engine.has_prunable(50_000, u64::MAX, 1));
+        // Keeping none: every finished action goes, and the plain anomaly (no action, so
+        // done); an open alert's anomaly stays for its dedup, and open actions stay.
+        s.engine.prune_finished(50_000, u64::MAX, 0);
+        assert_eq!(s.engine.actions.keys().copied().collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(s.engine.anomalies.len(), 1);
+        assert!(s.engine.anomalies.values().all(|a| a.report.fingerprint.is_some()));
     }
 
     #[test]

@@ -331,6 +331,10 @@ impl State {
                 self.engine.policy = ActionPolicy { revision: index, ..policy.clone() };
                 Ok(Outcome::at(index))
             }
+            Command::PruneFinished { at_ms, keep_ms, keep_max } => {
+                let pruned = self.engine.prune_finished(*at_ms, *keep_ms, *keep_max);
+                Ok(Outcome { revision: index, detail: Some(Detail::Count(pruned)) })
+            }
         }
     }
 

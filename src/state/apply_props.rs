@@ -274,6 +274,7 @@ fn action_command() -> impl Strategy<Value = Command> {
             .prop_map(|(report, action, at_ms)| Command::ReportAnomaly { report, action, at_ms }),
         1 => (text(), number()).prop_map(|(fingerprint, at_ms)| Command::ResolveAlert { fingerprint, at_ms }),
         1 => action_policy().prop_map(|policy| Command::PutActionPolicy { policy }),
+        1 => (number(), number(), small()).prop_map(|(at_ms, keep_ms, keep_max)| Command::PruneFinished { at_ms, keep_ms, keep_max }),
     ]
 }
 

@@ -112,6 +112,8 @@ impl State {
             | Command::DeleteSite { .. }
             | Command::DeleteDomain { .. }
             | Command::DeleteObject { .. } => {}
+            // Forgetting finished history is retention, not a change a watcher acts on.
+            Command::PruneFinished { .. } => {}
         }
         let deleted = match command {
             Command::DeleteRegion { name, .. } => Some(("region", name)),

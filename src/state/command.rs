@@ -180,6 +180,13 @@ pub enum Command {
     PutActionPolicy {
         policy: ActionPolicy,
     },
+    /// The leader's timer: forget finished actions and done anomalies older than
+    /// `keep_ms` at `at_ms`, and all but the newest `keep_max` of them.
+    PruneFinished {
+        at_ms: u64,
+        keep_ms: u64,
+        keep_max: u32,
+    },
 }
 
 /// The `at_ms` of a command built by a request handler: the leader replaces it with its own

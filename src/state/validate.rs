@@ -554,6 +554,7 @@ pub fn command(c: &Command) -> Result<(), Error> {
         }
         Command::ResolveAlert { fingerprint, .. } => text("fingerprint", fingerprint),
         Command::PutActionPolicy { policy } => action_policy(policy),
+        Command::PruneFinished { .. } => Ok(()),
     }
 }
 
