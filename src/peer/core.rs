@@ -8,6 +8,7 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::election::{self, Election, ElectionStats, Timing};
 use super::proposer::{self, Pending, ProposeError};
 use super::Error;
 use crate::config::Config;
@@ -56,6 +57,8 @@ pub struct Peer {
     heartbeats: mpsc::Sender<(String, NodeMetrics, Instant)>,
     /// When this peer last heard from a leader (as follower) or a quorum (as leader).
     leader_contact: Mutex<Instant>,
+    /// Pre-vote and check-quorum (`election.rs`).
+    pub(super) election: Election,
 }
 
 /// One member of the cluster as `GET /v1/cluster` shows it.
@@ -81,6 +84,8 @@ pub struct ClusterStatus {
     pub snapshot_index: u64,
     /// Log entries up to here have been purged behind a snapshot.
     pub purged_index: u64,
+    /// What this peer's elections did since it started.
+    pub elections: ElectionStats,
 }
 
 impl Peer {
@@ -108,6 +113,8 @@ impl Peer {
             // Purge at every snapshot: one range delete, however few entries it drops.
             purge_batch_size: 1,
             install_snapshot_timeout: 10_000,
+            // Elections are started by `election.rs`, after a pre-vote.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -144,13 +151,16 @@ impl Peer {
             observations: Arc::new(Observations::default()),
             heartbeats,
             leader_contact: Mutex::new(Instant::now()),
+            election: Election::new(Timing::new(rc.heartbeat_ms, rc.election_min_ms, rc.election_max_ms)),
         }))
         .inspect(|peer| {
             tokio::spawn(forward_heartbeats(peer.clone(), heartbeat_rx));
+            tokio::spawn(election::run(peer.clone()));
         })
     }
 
-    /// A leader's `AppendEntries` reached this peer.
+    /// A leader's `AppendEntries` reached this peer, or it granted a candidate its vote:
+    /// either way it waits a full election timeout before standing itself.
     pub fn touch_leader_contact(&self) {
         *self.leader_contact.lock().expect("contact lock") = Instant::now();
     }
@@ -679,6 +689,7 @@ impl Peer {
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            elections: self.election.stats(),
         }
     }
 

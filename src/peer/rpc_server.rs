@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Peer;
+use super::{election, Peer};
 use crate::raft::rpc::{Connection, Request, Response};
 
 pub async fn serve_rpc(listener: TcpListener, peer: Arc<Peer>, shutdown: CancellationToken) {
@@ -56,13 +56,27 @@ async fn serve_connection(mut conn: Connection, peer: &Peer) {
         let response = match request {
             Request::AppendEntries(r) => {
                 let answer = peer.raft.append_entries(r).await;
-                if matches!(&answer, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+                // Any answer but "your term is over" means the sender is this peer's leader.
+                if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
                     peer.touch_leader_contact();
                 }
                 Response::AppendEntries(answer)
             }
-            Request::Vote(r) => Response::Vote(peer.raft.vote(r).await),
-            Request::InstallSnapshot(r) => Response::InstallSnapshot(peer.raft.install_snapshot(r).await),
+            Request::Vote(r) => {
+                let answer = peer.raft.vote(r).await;
+                if matches!(&answer, Ok(r) if r.vote_granted) {
+                    peer.touch_leader_contact();
+                }
+                Response::Vote(answer)
+            }
+            Request::PreVote(r) => Response::PreVote(election::answer(peer, &r)),
+            Request::InstallSnapshot(r) => {
+                let answer = peer.raft.install_snapshot(r).await;
+                if answer.is_ok() {
+                    peer.touch_leader_contact();
+                }
+                Response::InstallSnapshot(answer)
+            }
             Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),
         };
         if conn.send(&response).await.is_err() {

@@ -5,6 +5,7 @@ mod actions;
 mod cli;
 mod dispatch;
 mod dns;
+mod elections;
 mod failover;
 mod membership;
 mod objects;
