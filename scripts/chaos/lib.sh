@@ -39,11 +39,25 @@ state_dir() {
   echo "$CHAOS_STATE"
 }
 
-# GET a path of the endpoint; prints the body. Fails with a message naming the endpoint.
+# curl_reason CODE: curl's exit code in words, for a one-line message of our own.
+curl_reason() {
+  case $1 in
+    6) echo "unknown host" ;;
+    7) echo "connection refused" ;;
+    28) echo "no answer within the time limit" ;;
+    52) echo "empty reply" ;;
+    56) echo "connection reset" ;;
+    *) echo "curl error $1" ;;
+  esac
+}
+
+# GET a path of the endpoint; prints the body. Fails with one message naming the endpoint
+# and the reason (curl's own message is not printed beside it).
 api_get() {
-  local path=$1 body
-  body=$(curl -sS --max-time 3 "$ENDPOINT$path") ||
-    die "cannot reach $ENDPOINT$path; is the peer up? give another live peer with --endpoint URL"
+  local path=$1 body code=0
+  body=$(curl -s --max-time 3 "$ENDPOINT$path") || code=$?
+  [[ $code -eq 0 ]] ||
+    die "cannot reach $ENDPOINT$path ($(curl_reason "$code")); is the peer up? give another live peer with --endpoint URL"
   echo "$body"
 }
 
@@ -187,6 +201,15 @@ usage() {
   sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "$0"
 }
 
+# option_value OPTION ARGS...: the value after OPTION, or fails saying what OPTION needs
+# (a missing value, or another option where the value should be).
+option_value() {
+  local option=$1
+  shift
+  [[ $# -gt 0 && -n $1 && $1 != -* ]] || die "$option needs a value; see --help"
+  echo "$1"
+}
+
 # Parses the options every script takes; leaves the rest in ARGS.
 # Sets PEER (as given), ENDPOINT, UNDO, ALL.
 parse_common() {
@@ -197,9 +220,9 @@ parse_common() {
   while [[ $# -gt 0 ]]; do
     case $1 in
       -h | --help) usage; exit 0 ;;
-      --endpoint) ENDPOINT=${2:?--endpoint needs a URL}; shift 2 ;;
+      --endpoint) ENDPOINT=$(option_value --endpoint "${@:2}") || exit 1; shift 2 ;;
       --endpoint=*) ENDPOINT=${1#*=}; shift ;;
-      --peer) PEER=${2:?--peer needs an id or leader}; shift 2 ;;
+      --peer) PEER=$(option_value "--peer (an id or leader)" "${@:2}") || exit 1; shift 2 ;;
       --peer=*) PEER=${1#*=}; shift ;;
       --undo) UNDO=1; shift ;;
       --all) ALL=1; shift ;;
@@ -213,10 +236,17 @@ no_extra_args() {
   [[ ${#ARGS[@]} -eq 0 ]] || die "unknown argument '${ARGS[0]}'; see --help"
 }
 
-# The start time of a process (field 22 of /proc/PID/stat): with the pid, it names one
-# process, so an undo never signals a process that merely reused the pid.
+# The start time of a live process (field 22 of /proc/PID/stat): with the pid, it names
+# one process, so an undo never signals a process that merely reused the pid. Prints
+# nothing for a process that has exited, also one not yet reaped (a zombie, state Z).
+# The fields are counted from the end of the command name, which may hold spaces.
 proc_start() {
-  awk '{print $22}' "/proc/$1/stat" 2>/dev/null
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  read -r -a fields <<<"$stat"
+  [[ ${fields[0]} != Z && ${fields[0]} != X ]] || return 0
+  echo "${fields[19]}"
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds;
