@@ -61,15 +61,18 @@ api_get() {
   echo "$body"
 }
 
-# The cluster as the endpoint sees it (GET /v1/cluster).
+# The cluster as the endpoint sees it (GET /v1/cluster). Callers take it with
+# `json=$(cluster_json) || exit 1`, so that an unreachable endpoint is one message, not
+# that one and a second about what could not be found in the missing answer.
 cluster_json() {
   api_get /v1/cluster
 }
 
 # The current leader's id, or fails when the endpoint knows none.
 leader_id() {
-  local leader
-  leader=$(cluster_json | jq -r '.leader // empty')
+  local json leader
+  json=$(cluster_json) || exit 1
+  leader=$(jq -r '.leader // empty' <<<"$json")
   [[ -n $leader ]] || die "$ENDPOINT knows no leader right now; wait for an election or ask another peer with --endpoint"
   echo "$leader"
 }
@@ -86,8 +89,9 @@ resolve_peer() {
 
 # member_field ID FIELD: raft_addr, http_addr… of a member (voter or learner).
 member_field() {
-  local id=$1 field=$2 value
-  value=$(cluster_json | jq -r --argjson id "$id" --arg f "$field" \
+  local id=$1 field=$2 json value
+  json=$(cluster_json) || exit 1
+  value=$(jq <<<"$json" -r --argjson id "$id" --arg f "$field" \
     '[(.members // [])[], (.learners // [])[]] | map(select(.id == $id)) | first | .[$f] // empty')
   [[ -n $value ]] || die "peer $id is not a member according to $ENDPOINT (see: curl -s $ENDPOINT/v1/cluster)"
   echo "$value"
@@ -95,8 +99,9 @@ member_field() {
 
 # The raft ports of every member but ID, comma-separated.
 other_raft_ports() {
-  local id=$1
-  cluster_json | jq -r --argjson id "$id" \
+  local id=$1 json
+  json=$(cluster_json) || exit 1
+  jq <<<"$json" -r --argjson id "$id" \
     '[(.members // [])[], (.learners // [])[]] | map(select(.id != $id) | .raft_addr | split(":") | last) | join(",")'
 }
 
