@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -59,6 +59,8 @@ pub struct Peer {
     leader_contact: Mutex<Instant>,
     /// Pre-vote and check-quorum (`election.rs`).
     pub(super) election: Election,
+    /// The database stays open while the peer runs, also after Raft stopped on it.
+    _db: raft::db::KeepOpen,
 }
 
 /// One member of the cluster as `GET /v1/cluster` shows it.
@@ -95,6 +97,7 @@ impl Peer {
             .map_err(|e| Error::Fatal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
         let db = raft::db::open(&config.data_dir)
             .map_err(|e| Error::Fatal(format!("cannot open RocksDB in {}: {e}", config.data_dir.display())))?;
+        let keep_open = raft::db::KeepOpen::new(db.clone());
         let log_store = LogStore::new(db.clone());
         let committed = log_store.committed_index();
         let sm =
@@ -125,7 +128,7 @@ impl Peer {
             .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
         let commit_timeout = Duration::from_millis(config.http.request_timeout_ms);
         let proposals = proposer::spawn(raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight, commit_timeout);
-        tokio::spawn(log_raft_events(raft.clone()));
+        tokio::spawn(log_raft_events(raft.clone(), config.data_dir.clone()));
 
         let (heartbeats, heartbeat_rx) = mpsc::channel(HEARTBEAT_QUEUE);
         let info = PeerInfo {
@@ -152,6 +155,7 @@ impl Peer {
             heartbeats,
             leader_contact: Mutex::new(Instant::now()),
             election: Election::new(Timing::new(rc.heartbeat_ms, rc.election_min_ms, rc.election_max_ms)),
+            _db: keep_open,
         }))
         .inspect(|peer| {
             tokio::spawn(forward_heartbeats(peer.clone(), heartbeat_rx));
@@ -177,6 +181,14 @@ impl Peer {
             }
         }
         self.leader_contact.lock().expect("contact lock").elapsed()
+    }
+
+    /// Why this peer's Raft stopped for good, or `None` while it runs. openraft stops on
+    /// a storage error (a full or failing disk): the peer keeps serving HTTP and DNS from
+    /// its last state, takes no part in the cluster, and needs a restart once the disk is
+    /// fixed. It never acknowledged what it could not write, so nothing acknowledged is lost.
+    pub fn raft_fatal(&self) -> Option<Fatal<PeerId>> {
+        self.raft.metrics().borrow().running_state.as_ref().err().cloned()
     }
 
     /// Whether this peer is the leader now.
@@ -250,7 +262,8 @@ impl Peer {
         let member = m.membership_config.membership().get_node(&self.id).is_some();
         let quorum = m.state != ServerState::Leader
             || m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_timeout.as_millis() as u64);
-        member && quorum && m.current_leader.is_some() && applied >= self.commit_index()
+        let running = m.running_state.is_ok();
+        running && member && quorum && m.current_leader.is_some() && applied >= self.commit_index()
     }
 
     /// Writes one command through the leader and returns its outcome once applied there.
@@ -766,8 +779,9 @@ async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, Nod
     }
 }
 
-/// Logs one line per election and membership change, as the operator's record.
-async fn log_raft_events(raft: Raft) {
+/// Logs one line per election and membership change, as the operator's record, and one
+/// when Raft stops on a fatal error.
+async fn log_raft_events(raft: Raft, data_dir: std::path::PathBuf) {
     let mut rx = raft.metrics();
     let (mut leader, mut term, mut membership) = {
         let m = rx.borrow_and_update();
@@ -775,6 +789,15 @@ async fn log_raft_events(raft: Raft) {
     };
     while rx.changed().await.is_ok() {
         let m = rx.borrow_and_update().clone();
+        if let Err(fatal) = &m.running_state {
+            tracing::error!(
+                error = %fatal,
+                data_dir = %data_dir.display(),
+                "raft stopped: this peer no longer takes part in the cluster (the others carry on); \
+                 fix the disk (full? see df on the data dir) and restart the peer"
+            );
+            return;
+        }
         if m.current_leader != leader || m.current_term != term {
             match m.current_leader {
                 Some(l) => tracing::info!(term = m.current_term, leader = l, state = ?m.state, "leader elected"),

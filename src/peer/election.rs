@@ -181,6 +181,9 @@ pub async fn run(peer: Arc<Peer>) {
     let mut last_attempt = Instant::now();
     let mut leading_since: Option<Instant> = None;
     loop {
+        if peer.raft_fatal().is_some() {
+            return; // Raft has stopped for good; `log_raft_events` said why.
+        }
         let now = Instant::now();
         let (state, is_voter) = {
             let m = peer.raft.metrics().borrow().clone();

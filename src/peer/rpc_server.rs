@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use openraft::error::RaftError;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,21 @@ async fn serve_connection(mut conn: Connection, peer: &Peer) {
                 return;
             }
         };
+        if let Some(fatal) = peer.raft_fatal() {
+            // Raft has stopped (see `Peer::raft_fatal`): answer for it, without a log line per
+            // message from openraft.
+            let response = match request {
+                Request::AppendEntries(_) => Response::AppendEntries(Err(RaftError::Fatal(fatal))),
+                Request::Vote(_) => Response::Vote(Err(RaftError::Fatal(fatal))),
+                Request::InstallSnapshot(_) => Response::InstallSnapshot(Err(RaftError::Fatal(fatal))),
+                Request::PreVote(_) => Response::PreVote(false),
+                Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),
+            };
+            if conn.send(&response).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let response = match request {
             Request::AppendEntries(r) => {
                 let answer = peer.raft.append_entries(r).await;
