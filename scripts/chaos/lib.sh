@@ -266,6 +266,27 @@ wait_for() {
   done
 }
 
+# save_launch PID RAFT HTTP FILE: how to start the peer again, as scripts/chaos/restart
+# reads it: FILE (addresses, working directory, log, whether it had a secret),
+# FILE.cmdline and FILE.env (SWITCHBOARD_* settings but the secrets, and libfaketime's, so
+# that a peer whose clock is skewed keeps it).
+save_launch() {
+  local pid=$1 raft=$2 http=$3 file=$4 log
+  log=$(readlink "/proc/$pid/fd/1" || true)
+  [[ -f $log ]] || log=
+  {
+    echo "raft=$raft"
+    echo "http=$http"
+    echo "cwd=$(readlink "/proc/$pid/cwd")"
+    echo "log=$log"
+    echo "had_secret=$(tr '\0' '\n' <"/proc/$pid/environ" | grep -c '^SWITCHBOARD_CLUSTER_SECRET=' || true)"
+  } >"$file.tmp"
+  cp "/proc/$pid/cmdline" "$file.cmdline"
+  tr '\0' '\n' <"/proc/$pid/environ" | grep -e '^SWITCHBOARD_' -e '^LD_PRELOAD=.*libfaketime' -e '^FAKETIME_' |
+    grep -v -e '^SWITCHBOARD_CLUSTER_SECRET=' -e '^SWITCHBOARD_ADMIN_TOKEN=' >"$file.env" || true
+  mv "$file.tmp" "$file"
+}
+
 # The root qdisc handle and packet mark of scripts/chaos/latency; `heal --all` removes a
 # prio qdisc with this handle from lo.
 CHAOS_QDISC=5ca1:
