@@ -254,16 +254,22 @@ impl Peer {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// Ready: this peer is a member, a leader is known, a leader has heard from a quorum
-    /// lately, and everything known to be committed is applied.
+    /// Ready: Raft runs, this peer is a member, a leader is known and was heard lately (by a
+    /// leader: a quorum acknowledged it), and everything known to be committed is applied.
+    /// "Lately" is the leader lease: a follower cut off from the leader, or removed without
+    /// seeing its removal, turns unready after it even though it never raises the term
+    /// (pre-vote) and so keeps naming its last leader.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let member = m.membership_config.membership().get_node(&self.id).is_some();
-        let quorum = m.state != ServerState::Leader
-            || m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_timeout.as_millis() as u64);
+        let heard = if m.state == ServerState::Leader {
+            m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_timeout.as_millis() as u64)
+        } else {
+            self.leader_contact.lock().expect("contact lock").elapsed() <= self.election_timeout
+        };
         let running = m.running_state.is_ok();
-        running && member && quorum && m.current_leader.is_some() && applied >= self.commit_index()
+        running && member && heard && m.current_leader.is_some() && applied >= self.commit_index()
     }
 
     /// Writes one command through the leader and returns its outcome once applied there.
