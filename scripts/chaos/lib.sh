@@ -268,8 +268,9 @@ wait_for() {
 
 # save_launch PID RAFT HTTP FILE: how to start the peer again, as scripts/chaos/restart
 # reads it: FILE (addresses, working directory, log, whether it had a secret),
-# FILE.cmdline and FILE.env (SWITCHBOARD_* settings but the secrets, and libfaketime's, so
-# that a peer whose clock is skewed keeps it).
+# FILE.cmdline and FILE.env (SWITCHBOARD_* settings but the secrets, and the preloaded
+# libraries of scripts/chaos/clock and disk slow with their settings, so that a skewed
+# clock or a slow disk survives a restart).
 save_launch() {
   local pid=$1 raft=$2 http=$3 file=$4 log
   log=$(readlink "/proc/$pid/fd/1" || true)
@@ -282,7 +283,8 @@ save_launch() {
     echo "had_secret=$(tr '\0' '\n' <"/proc/$pid/environ" | grep -c '^SWITCHBOARD_CLUSTER_SECRET=' || true)"
   } >"$file.tmp"
   cp "/proc/$pid/cmdline" "$file.cmdline"
-  tr '\0' '\n' <"/proc/$pid/environ" | grep -e '^SWITCHBOARD_' -e '^LD_PRELOAD=.*libfaketime' -e '^FAKETIME_' |
+  tr '\0' '\n' <"/proc/$pid/environ" |
+    grep -e '^SWITCHBOARD_' -e '^LD_PRELOAD=.*\(libfaketime\|fsync-delay\)' -e '^FAKETIME_' -e '^CHAOS_FSYNC_' |
     grep -v -e '^SWITCHBOARD_CLUSTER_SECRET=' -e '^SWITCHBOARD_ADMIN_TOKEN=' >"$file.env" || true
   mv "$file.tmp" "$file"
 }
