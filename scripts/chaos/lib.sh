@@ -39,23 +39,40 @@ state_dir() {
   echo "$CHAOS_STATE"
 }
 
-# GET a path of the endpoint; prints the body. Fails with a message naming the endpoint.
+# curl_reason CODE: curl's exit code in words, for a one-line message of our own.
+curl_reason() {
+  case $1 in
+    6) echo "unknown host" ;;
+    7) echo "connection refused" ;;
+    28) echo "no answer within the time limit" ;;
+    52) echo "empty reply" ;;
+    56) echo "connection reset" ;;
+    *) echo "curl error $1" ;;
+  esac
+}
+
+# GET a path of the endpoint; prints the body. Fails with one message naming the endpoint
+# and the reason (curl's own message is not printed beside it).
 api_get() {
-  local path=$1 body
-  body=$(curl -sS --max-time 3 "$ENDPOINT$path") ||
-    die "cannot reach $ENDPOINT$path; is the peer up? give another live peer with --endpoint URL"
+  local path=$1 body code=0
+  body=$(curl -s --max-time 3 "$ENDPOINT$path") || code=$?
+  [[ $code -eq 0 ]] ||
+    die "cannot reach $ENDPOINT$path ($(curl_reason "$code")); is the peer up? give another live peer with --endpoint URL"
   echo "$body"
 }
 
-# The cluster as the endpoint sees it (GET /v1/cluster).
+# The cluster as the endpoint sees it (GET /v1/cluster). Callers take it with
+# `json=$(cluster_json) || exit 1`, so that an unreachable endpoint is one message, not
+# that one and a second about what could not be found in the missing answer.
 cluster_json() {
   api_get /v1/cluster
 }
 
 # The current leader's id, or fails when the endpoint knows none.
 leader_id() {
-  local leader
-  leader=$(cluster_json | jq -r '.leader // empty')
+  local json leader
+  json=$(cluster_json) || exit 1
+  leader=$(jq -r '.leader // empty' <<<"$json")
   [[ -n $leader ]] || die "$ENDPOINT knows no leader right now; wait for an election or ask another peer with --endpoint"
   echo "$leader"
 }
@@ -72,8 +89,9 @@ resolve_peer() {
 
 # member_field ID FIELD: raft_addr, http_addr… of a member (voter or learner).
 member_field() {
-  local id=$1 field=$2 value
-  value=$(cluster_json | jq -r --argjson id "$id" --arg f "$field" \
+  local id=$1 field=$2 json value
+  json=$(cluster_json) || exit 1
+  value=$(jq <<<"$json" -r --argjson id "$id" --arg f "$field" \
     '[(.members // [])[], (.learners // [])[]] | map(select(.id == $id)) | first | .[$f] // empty')
   [[ -n $value ]] || die "peer $id is not a member according to $ENDPOINT (see: curl -s $ENDPOINT/v1/cluster)"
   echo "$value"
@@ -81,8 +99,9 @@ member_field() {
 
 # The raft ports of every member but ID, comma-separated.
 other_raft_ports() {
-  local id=$1
-  cluster_json | jq -r --argjson id "$id" \
+  local id=$1 json
+  json=$(cluster_json) || exit 1
+  jq <<<"$json" -r --argjson id "$id" \
     '[(.members // [])[], (.learners // [])[]] | map(select(.id != $id) | .raft_addr | split(":") | last) | join(",")'
 }
 
@@ -187,6 +206,15 @@ usage() {
   sed -n '2,/^[^#]/{/^#/!d;s/^# \{0,1\}//;p}' "$0"
 }
 
+# option_value OPTION ARGS...: the value after OPTION, or fails saying what OPTION needs
+# (a missing value, or another option where the value should be).
+option_value() {
+  local option=$1
+  shift
+  [[ $# -gt 0 && -n $1 && $1 != -* ]] || die "$option needs a value; see --help"
+  echo "$1"
+}
+
 # Parses the options every script takes; leaves the rest in ARGS.
 # Sets PEER (as given), ENDPOINT, UNDO, ALL.
 parse_common() {
@@ -197,9 +225,9 @@ parse_common() {
   while [[ $# -gt 0 ]]; do
     case $1 in
       -h | --help) usage; exit 0 ;;
-      --endpoint) ENDPOINT=${2:?--endpoint needs a URL}; shift 2 ;;
+      --endpoint) ENDPOINT=$(option_value --endpoint "${@:2}") || exit 1; shift 2 ;;
       --endpoint=*) ENDPOINT=${1#*=}; shift ;;
-      --peer) PEER=${2:?--peer needs an id or leader}; shift 2 ;;
+      --peer) PEER=$(option_value "--peer (an id or leader)" "${@:2}") || exit 1; shift 2 ;;
       --peer=*) PEER=${1#*=}; shift ;;
       --undo) UNDO=1; shift ;;
       --all) ALL=1; shift ;;
@@ -213,10 +241,17 @@ no_extra_args() {
   [[ ${#ARGS[@]} -eq 0 ]] || die "unknown argument '${ARGS[0]}'; see --help"
 }
 
-# The start time of a process (field 22 of /proc/PID/stat): with the pid, it names one
-# process, so an undo never signals a process that merely reused the pid.
+# The start time of a live process (field 22 of /proc/PID/stat): with the pid, it names
+# one process, so an undo never signals a process that merely reused the pid. Prints
+# nothing for a process that has exited, also one not yet reaped (a zombie, state Z).
+# The fields are counted from the end of the command name, which may hold spaces.
 proc_start() {
-  awk '{print $22}' "/proc/$1/stat" 2>/dev/null
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  read -r -a fields <<<"$stat"
+  [[ ${fields[0]} != Z && ${fields[0]} != X ]] || return 0
+  echo "${fields[19]}"
 }
 
 # wait_for DESCRIPTION SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds;
@@ -229,6 +264,29 @@ wait_for() {
     ((SECONDS < deadline)) || die "$what did not happen within ${seconds}s"
     sleep 0.1
   done
+}
+
+# save_launch PID RAFT HTTP FILE: how to start the peer again, as scripts/chaos/restart
+# reads it: FILE (addresses, working directory, log, whether it had a secret),
+# FILE.cmdline and FILE.env (SWITCHBOARD_* settings but the secrets, and the preloaded
+# libraries of scripts/chaos/clock and disk slow with their settings, so that a skewed
+# clock or a slow disk survives a restart).
+save_launch() {
+  local pid=$1 raft=$2 http=$3 file=$4 log
+  log=$(readlink "/proc/$pid/fd/1" || true)
+  [[ -f $log ]] || log=
+  {
+    echo "raft=$raft"
+    echo "http=$http"
+    echo "cwd=$(readlink "/proc/$pid/cwd")"
+    echo "log=$log"
+    echo "had_secret=$(tr '\0' '\n' <"/proc/$pid/environ" | grep -c '^SWITCHBOARD_CLUSTER_SECRET=' || true)"
+  } >"$file.tmp"
+  cp "/proc/$pid/cmdline" "$file.cmdline"
+  tr '\0' '\n' <"/proc/$pid/environ" |
+    grep -e '^SWITCHBOARD_' -e '^LD_PRELOAD=.*\(libfaketime\|fsync-delay\)' -e '^FAKETIME_' -e '^CHAOS_FSYNC_' |
+    grep -v -e '^SWITCHBOARD_CLUSTER_SECRET=' -e '^SWITCHBOARD_ADMIN_TOKEN=' >"$file.env" || true
+  mv "$file.tmp" "$file"
 }
 
 # The root qdisc handle and packet mark of scripts/chaos/latency; `heal --all` removes a

@@ -9,8 +9,13 @@ use serde_json::{json, Value};
 use super::extract::JsonBody;
 use super::{ApiError, AppState};
 
+/// 200 while the process serves. A peer whose Raft stopped (a full or failing disk) says so
+/// in the body: `"status": "failed"` and the error; its `/ready` is 503.
 pub async fn health(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "id": app.peer.id}))
+    match app.peer.raft_fatal() {
+        None => Json(json!({"status": "ok", "id": app.peer.id})),
+        Some(fatal) => Json(json!({"status": "failed", "id": app.peer.id, "error": format!("raft stopped: {fatal}")})),
+    }
 }
 
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {

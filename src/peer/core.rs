@@ -3,11 +3,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::election::{self, Election, ElectionStats, Timing};
 use super::proposer::{self, Pending, ProposeError};
 use super::Error;
 use crate::config::Config;
@@ -57,6 +58,10 @@ pub struct Peer {
     heartbeats: mpsc::Sender<(String, NodeMetrics, Instant)>,
     /// When this peer last heard from a leader (as follower) or a quorum (as leader).
     leader_contact: Mutex<Instant>,
+    /// Pre-vote and check-quorum (`election.rs`).
+    pub(super) election: Election,
+    /// The database stays open while the peer runs, also after Raft stopped on it.
+    _db: raft::db::KeepOpen,
 }
 
 /// One member of the cluster as `GET /v1/cluster` shows it.
@@ -82,6 +87,8 @@ pub struct ClusterStatus {
     pub snapshot_index: u64,
     /// Log entries up to here have been purged behind a snapshot.
     pub purged_index: u64,
+    /// What this peer's elections did since it started.
+    pub elections: ElectionStats,
 }
 
 impl Peer {
@@ -91,6 +98,7 @@ impl Peer {
             .map_err(|e| Error::Fatal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
         let db = raft::db::open(&config.data_dir)
             .map_err(|e| Error::Fatal(format!("cannot open RocksDB in {}: {e}", config.data_dir.display())))?;
+        let keep_open = raft::db::KeepOpen::new(db.clone());
         let log_store = LogStore::new(db.clone());
         let committed = log_store.committed_index();
         let sm =
@@ -109,6 +117,8 @@ impl Peer {
             // Purge at every snapshot: one range delete, however few entries it drops.
             purge_batch_size: 1,
             install_snapshot_timeout: 10_000,
+            // Elections are started by `election.rs`, after a pre-vote.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -120,7 +130,7 @@ impl Peer {
         let commit_timeout = Duration::from_millis(config.http.request_timeout_ms);
         let proposals =
             proposer::spawn(tasks, raft.clone(), metrics.clone(), rc.max_batch, rc.max_in_flight, commit_timeout);
-        tasks.spawn("raft core", watch_raft_core(raft.clone(), tasks.clone()));
+        tasks.spawn("raft core", watch_raft_core(raft.clone(), config.data_dir.clone(), tasks.clone()));
 
         let (heartbeats, heartbeat_rx) = mpsc::channel(HEARTBEAT_QUEUE);
         let info = PeerInfo {
@@ -146,13 +156,17 @@ impl Peer {
             observations: Arc::new(Observations::default()),
             heartbeats,
             leader_contact: Mutex::new(Instant::now()),
+            election: Election::new(Timing::new(rc.heartbeat_ms, rc.election_min_ms, rc.election_max_ms)),
+            _db: keep_open,
         }))
         .inspect(|peer| {
             tasks.spawn("heartbeat forwarder", forward_heartbeats(peer.clone(), heartbeat_rx));
+            tasks.spawn("elections", election::run(peer.clone()));
         })
     }
 
-    /// A leader's `AppendEntries` reached this peer.
+    /// A leader's `AppendEntries` reached this peer, or it granted a candidate its vote:
+    /// either way it waits a full election timeout before standing itself.
     pub fn touch_leader_contact(&self) {
         *self.leader_contact.lock().expect("contact lock") = Instant::now();
     }
@@ -169,6 +183,14 @@ impl Peer {
             }
         }
         self.leader_contact.lock().expect("contact lock").elapsed()
+    }
+
+    /// Why this peer's Raft stopped for good, or `None` while it runs. openraft stops on
+    /// a storage error (a full or failing disk): the peer keeps serving HTTP and DNS from
+    /// its last state, takes no part in the cluster, and needs a restart once the disk is
+    /// fixed. It never acknowledged what it could not write, so nothing acknowledged is lost.
+    pub fn raft_fatal(&self) -> Option<Fatal<PeerId>> {
+        self.raft.metrics().borrow().running_state.as_ref().err().cloned()
     }
 
     /// Whether this peer is the leader now.
@@ -234,15 +256,22 @@ impl Peer {
         self.committed.load(Ordering::Acquire)
     }
 
-    /// Ready: this peer is a member, a leader is known, a leader has heard from a quorum
-    /// lately, and everything known to be committed is applied.
+    /// Ready: Raft runs, this peer is a member, a leader is known and was heard lately (by a
+    /// leader: a quorum acknowledged it), and everything known to be committed is applied.
+    /// "Lately" is the leader lease: a follower cut off from the leader, or removed without
+    /// seeing its removal, turns unready after it even though it never raises the term
+    /// (pre-vote) and so keeps naming its last leader.
     pub fn is_ready(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
         let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
         let member = m.membership_config.membership().get_node(&self.id).is_some();
-        let quorum = m.state != ServerState::Leader
-            || m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_timeout.as_millis() as u64);
-        member && quorum && m.current_leader.is_some() && applied >= self.commit_index()
+        let heard = if m.state == ServerState::Leader {
+            m.millis_since_quorum_ack.is_some_and(|ms| ms <= self.election_timeout.as_millis() as u64)
+        } else {
+            self.leader_contact.lock().expect("contact lock").elapsed() <= self.election_timeout
+        };
+        let running = m.running_state.is_ok();
+        running && member && heard && m.current_leader.is_some() && applied >= self.commit_index()
     }
 
     /// Writes one command through the leader and returns its outcome once applied there.
@@ -681,6 +710,7 @@ impl Peer {
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            elections: self.election.stats(),
         }
     }
 
@@ -758,16 +788,20 @@ async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, Nod
 }
 
 /// Watches the Raft core: logs one line per election and membership change, as the
-/// operator's record, and fails the peer when the core stops (a storage error, a panic in
-/// it, or openraft shutting down on its own) rather than leaving a peer that answers
-/// `/health` while its table no longer changes.
-async fn watch_raft_core(raft: Raft, tasks: Tasks) {
+/// operator's record, and fails the peer when the core stops (a storage error such as a
+/// full disk, a panic in it, or openraft shutting down on its own) rather than leaving a
+/// peer that answers `/health` while its table no longer changes. The cause, with the data
+/// directory to look at, is the peer's last log line; systemd starts it again.
+async fn watch_raft_core(raft: Raft, data_dir: std::path::PathBuf, tasks: Tasks) {
     log_raft_events(raft.metrics()).await;
     if tasks.shutdown().is_cancelled() {
         return;
     }
     let cause = match &raft.metrics().borrow().running_state {
-        Err(fatal) => format!("the Raft core stopped: {fatal}"),
+        Err(fatal) => format!(
+            "the Raft core stopped: {fatal}; check the disk of {} (full? see df) and restart the peer",
+            data_dir.display()
+        ),
         Ok(()) => "the Raft core stopped".to_string(),
     };
     tasks.fail(cause);

@@ -6,11 +6,13 @@
 #![allow(clippy::result_large_err)]
 
 mod core;
+mod election;
 mod error;
 mod proposer;
 mod rpc_server;
 
 pub use core::{ClusterStatus, Consistency, Member, Peer};
+pub use election::ElectionStats;
 pub use error::Error;
 pub use rpc_server::{serve_rpc, RpcLimits};
 

@@ -10,11 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::error::RaftError;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::Peer;
+use super::{election, Peer};
 use crate::config::RaftConfig;
 use crate::raft::rpc::{Connection, Request, Response};
 
@@ -103,16 +104,45 @@ async fn serve_connection(mut conn: Connection, peer: &Peer, idle_timeout: Durat
             }
             Err(_) => return,
         };
+        if let Some(fatal) = peer.raft_fatal() {
+            // Raft has stopped (see `Peer::raft_fatal`): answer for it, without a log line per
+            // message from openraft.
+            let response = match request {
+                Request::AppendEntries(_) => Response::AppendEntries(Err(RaftError::Fatal(fatal))),
+                Request::Vote(_) => Response::Vote(Err(RaftError::Fatal(fatal))),
+                Request::InstallSnapshot(_) => Response::InstallSnapshot(Err(RaftError::Fatal(fatal))),
+                Request::PreVote(_) => Response::PreVote(false),
+                Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),
+            };
+            if conn.send(&response).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let response = match request {
             Request::AppendEntries(r) => {
                 let answer = peer.raft.append_entries(r).await;
-                if matches!(&answer, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+                // Any answer but "your term is over" means the sender is this peer's leader.
+                if matches!(&answer, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
                     peer.touch_leader_contact();
                 }
                 Response::AppendEntries(answer)
             }
-            Request::Vote(r) => Response::Vote(peer.raft.vote(r).await),
-            Request::InstallSnapshot(r) => Response::InstallSnapshot(peer.raft.install_snapshot(r).await),
+            Request::Vote(r) => {
+                let answer = peer.raft.vote(r).await;
+                if matches!(&answer, Ok(r) if r.vote_granted) {
+                    peer.touch_leader_contact();
+                }
+                Response::Vote(answer)
+            }
+            Request::PreVote(r) => Response::PreVote(election::answer(peer, &r)),
+            Request::InstallSnapshot(r) => {
+                let answer = peer.raft.install_snapshot(r).await;
+                if answer.is_ok() {
+                    peer.touch_leader_contact();
+                }
+                Response::InstallSnapshot(answer)
+            }
             Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),
         };
         if conn.send(&response).await.is_err() {

@@ -131,7 +131,7 @@ impl LogStore {
     /// Writes a batch synchronously on a blocking thread.
     async fn write(&self, batch: WriteBatch, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
+        tokio::task::spawn_blocking(move || super::db::write(&db, batch, &synced()))
             .await
             .map_err(|e| write_err(subject.clone(), io::Error::other(e)))?
             .map_err(|e| write_err(subject, e))
@@ -189,7 +189,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced: after a crash Raft re-learns the commit index from the leader; the
         // saved value only lets a restarted peer re-apply sooner.
         let cf = self.db.cf_handle(CF_META).expect("meta");
-        self.db.put_cf(cf, KEY_COMMITTED, encode(&committed)).map_err(|e| write_err(ErrorSubject::Store, e))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, KEY_COMMITTED, encode(&committed));
+        super::db::write(&self.db, batch, &rocksdb::WriteOptions::default())
+            .map_err(|e| write_err(ErrorSubject::Store, e))?;
         self.committed.store(committed.map(|c| c.index).unwrap_or(0), Ordering::Release);
         Ok(())
     }

@@ -15,10 +15,14 @@
 //! the entry, with the entry's index: the resource's new `revision`.
 //!
 //! A follower that hears nothing from a leader for an election timeout stands as candidate
-//! in the next term. Timeouts here are sized for a disk that fsyncs: a heartbeat every
-//! 150 ms and elections after 1–2 s of silence by default, so that a slow fsync under load
-//! does not cost a leader its term, while a dead leader is replaced within about two
-//! seconds.
+//! in the next term, but first asks the other voters whether they would vote for it
+//! (*pre-vote*): only when a majority has not heard from a leader either does it raise the
+//! term. A follower on a bad link therefore cannot depose a leader the others still hear,
+//! and a leader that has not heard from a quorum for a lease steps down (*check-quorum*).
+//! openraft's own election timer is off; the rules and their invariants are in
+//! `peer/election.rs`. Timeouts are sized for a disk that fsyncs: a heartbeat every 100 ms
+//! and a leader lease of `election_max_ms` (1 s) by default, so that a slow fsync under
+//! load does not cost a leader its term, while a dead leader is replaced in about 1.3 s.
 //!
 //! # Reads
 //!
@@ -49,6 +53,8 @@
 //!   change commits.
 //! - Reads on a follower cost one round trip to the leader plus a quorum heartbeat.
 //! - Leases are not used for reads: correctness never depends on clocks.
+//! - openraft 0.9 has no call to make a leader step down; check-quorum makes the leader
+//!   grant a vote for the next term to peer 0, which no peer is (`peer/election.rs`).
 //! - A write whose forwarding to the leader fails mid-way is reported as unavailable with
 //!   an unknown outcome; it may have been applied. `?cas=` makes retries safe.
 //! - The state machine must fit in memory; snapshots are sent whole (in chunks).

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::types::{PeerId, PeerInfo, TypeConfig};
+use super::types::{LogId, PeerId, PeerInfo, TypeConfig};
 use crate::dispatch::NodeMetrics;
 use crate::state::{Command, Outcome};
 
@@ -42,6 +42,9 @@ pub enum Request {
     Vote(VoteRequest<PeerId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     Forward(Forward),
+    /// Would the receiver vote for this candidate now? Asked before an election; changes
+    /// nothing on the receiver (`peer/election.rs`).
+    PreVote(PreVote),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +53,19 @@ pub enum Response {
     Vote(Result<VoteResponse<PeerId>, RaftError>),
     InstallSnapshot(Result<InstallSnapshotResponse<PeerId>, RaftError<openraft::error::InstallSnapshotError>>),
     Forward(Result<Forwarded, ForwardError>),
+    /// Whether the receiver would grant the vote.
+    PreVote(bool),
+}
+
+/// A peer's question before it stands for election: would you vote for me in `term`, given
+/// my last log id? The answer binds no one; the real vote follows only after a majority
+/// said yes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreVote {
+    pub candidate: PeerId,
+    /// The term the candidate would stand in: its current term + 1.
+    pub term: u64,
+    pub last_log_id: Option<LogId>,
 }
 
 /// What a peer that is not the leader hands to the leader on a client's behalf.

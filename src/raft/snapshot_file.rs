@@ -172,7 +172,7 @@ impl SnapshotFiles {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(), KEY_RECORD, encode(&Record { meta: legacy.meta.clone(), file: name.clone() }));
         batch.delete_cf(self.cf(), KEY_LEGACY);
-        self.db.write_opt(batch, &synced()).map_err(|e| write_err(subject(), e))?;
+        super::db::write(&self.db, batch, &synced()).map_err(|e| write_err(subject(), e))?;
         tracing::info!(file = %name, "moved the snapshot stored inside RocksDB into a file");
         Ok(())
     }
@@ -290,7 +290,7 @@ impl SnapshotFiles {
             tracing::info!(upto = upto.index, "purging the log the snapshot covers, with it");
         }
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()))
+        tokio::task::spawn_blocking(move || super::db::write(&db, batch, &synced()))
             .await
             .map_err(|e| io_write(io::Error::other(e)))?
             .map_err(|e| write_err(subject(), e))?;

@@ -514,7 +514,9 @@ pub fn command(c: &Command) -> Result<(), Error> {
             object_id("id", id)?;
             match resolution {
                 Resolution::Pick(_) => Ok(()),
-                Resolution::Version(w) => object_write(id, w).and_then(|_| write_clock(w)),
+                // A resolution's clock is merged with the object's: it need not count its
+                // own region.
+                Resolution::Version(w) => object_write(id, w).and_then(|_| clock_entries(&w.clock)),
             }
         }
         Command::MarkReplica { id, node, .. } => object_id("id", id).and_then(|_| label("node", node)),
@@ -547,7 +549,8 @@ pub fn command(c: &Command) -> Result<(), Error> {
             message.as_deref().map_or(Ok(()), |m| short_text("message", m, MAX_MESSAGE_LEN))
         }
         Command::ExpireLeases { .. } => Ok(()),
-        Command::RunBuiltins { ids, .. } => batch("ids", ids.len()),
+        // The leader runs at most `max_active` at once.
+        Command::RunBuiltins { ids, .. } => between("ids", ids.len() as u64, 0, MAX_ACTIVE.into()),
         Command::ReportAnomaly { report, action, .. } => {
             anomaly_report(report)?;
             action.as_ref().map_or(Ok(()), action_spec)
@@ -569,6 +572,14 @@ fn row_change(i: usize, c: &RowChange) -> Result<(), Error> {
         return Err(Error::invalid(format!("changes[{i}].score"), "must be a finite number"));
     }
     Ok(())
+}
+
+/// A clock's size and region names.
+fn clock_entries(clock: &super::clock::VClock) -> Result<(), Error> {
+    if clock.0.len() > MAX_CLOCK_ENTRIES {
+        return Err(Error::invalid("clock", format!("names {} regions; the limit is {MAX_CLOCK_ENTRIES}", clock.0.len())));
+    }
+    clock.0.keys().try_for_each(|r| label(&format!("clock.{r}"), r))
 }
 
 /// The clock of a write as it is applied: the same rules as [`clock`], which also drops

@@ -6,6 +6,7 @@ mod cli;
 mod dispatch;
 mod dns;
 mod dns_hostile;
+mod elections;
 mod failover;
 mod hostile;
 mod limits;
