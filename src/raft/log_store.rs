@@ -244,8 +244,19 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).expect("in-memory values always serialize")
 }
 
+/// Decodes a value stored in RocksDB (a log entry, the vote, a snapshot record). Bounded by
+/// the stored bytes; a value that does not decode is corruption, and the error says where
+/// to go from there.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, io::Error> {
-    bincode::deserialize(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    bincode::deserialize(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a value in the data directory's database is corrupt ({e}); the peer cannot start from it; \
+                 see 'Recovering a peer that lost its disk' in docs/operations.md"
+            ),
+        )
+    })
 }
 
 pub(crate) fn read_err(subject: ErrorSubject<u64>, e: impl std::error::Error + 'static) -> StorageError {
