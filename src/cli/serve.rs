@@ -36,7 +36,9 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), CliError> {
-    super::init_logging("info");
+    // openraft reports every vote that arrives after the vote changed as a warning, at each
+    // election; its errors are what an operator needs. RUST_LOG overrides this.
+    super::init_logging("info,openraft=error");
     let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(id) = args.id {
         config.id = id;

@@ -830,7 +830,7 @@ async fn log_raft_events(mut rx: tokio::sync::watch::Receiver<openraft::RaftMetr
         if index != membership {
             let mm = m.membership_config.membership();
             tracing::info!(
-                log_index = ?index,
+                log_index = index.unwrap_or(0),
                 voters = ?mm.voter_ids().collect::<Vec<_>>(),
                 learners = ?mm.learner_ids().collect::<Vec<_>>(),
                 "membership"

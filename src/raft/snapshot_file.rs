@@ -62,6 +62,13 @@ pub struct SnapshotFile {
     path: PathBuf,
 }
 
+impl SnapshotFile {
+    /// Its length in bytes (0 if it cannot be read).
+    pub async fn byte_len(&self) -> u64 {
+        self.file.metadata().await.map(|m| m.len()).unwrap_or(0)
+    }
+}
+
 impl AsyncRead for SnapshotFile {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.file).poll_read(cx, buf)

@@ -147,7 +147,8 @@ impl StateMachineStore {
         let applied = match loaded {
             None => Applied::default(),
             Some((meta, state)) => {
-                tracing::info!(last_applied = ?meta.last_log_id, "restored state from snapshot");
+                let (term, index) = meta.last_log_id.map(|l| (l.leader_id.term, l.index)).unwrap_or_default();
+                tracing::info!(last_applied_term = term, last_applied_index = index, "restored state from snapshot");
                 let mut history = History::default();
                 history.restart(meta.last_log_id.map(|l| l.index).unwrap_or(0));
                 Applied { last_applied: meta.last_log_id, membership: meta.last_membership, state, history }
@@ -188,8 +189,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         self.snapshots.make_current(&meta, file, false).await?;
         failpoint::hit("snapshot-build-after-persist");
         self.metrics.snapshots_built.inc();
+        let (term, index) = meta.last_log_id.map(|l| (l.leader_id.term, l.index)).unwrap_or_default();
         tracing::info!(
-            last_applied = ?meta.last_log_id,
+            last_applied_term = term,
+            last_applied_index = index,
             bytes,
             took_ms = started.elapsed().as_millis() as u64,
             "snapshot built"
@@ -250,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotFile>) -> Result<(), StorageError> {
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let bytes = snapshot.byte_len().await;
         let (file, state) = self.snapshots.take_received(index, *snapshot).await?;
         failpoint::hit("snapshot-install-before-persist");
         self.snapshots.make_current(meta, file, true).await?;
@@ -261,7 +265,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.history.restart(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         });
         self.metrics.snapshots_installed.inc();
-        tracing::info!(last_applied = ?meta.last_log_id, "snapshot installed from leader");
+        let (term, index) = meta.last_log_id.map(|l| (l.leader_id.term, l.index)).unwrap_or_default();
+        tracing::info!(last_applied_term = term, last_applied_index = index, bytes, "snapshot installed from leader");
         Ok(())
     }
 
