@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{page_limit, Fields, Flags, JsonBody, Params};
+use super::extract::{page_limit, prefix, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::dispatch::{analyse, NodeMetrics};
@@ -33,6 +33,16 @@ fn optional_f64(body: &mut Fields, name: &str) -> Result<Option<f64>, ApiError> 
     body.f64(name)
 }
 
+/// The scoring weights of a body; those not given keep their `current` values.
+fn weights(body: &mut Fields, current: &Weights) -> Result<Weights, ApiError> {
+    Ok(Weights {
+        latency: optional_f64(body, "latency")?.unwrap_or(current.latency),
+        load: optional_f64(body, "load")?.unwrap_or(current.load),
+        error_rate: optional_f64(body, "error_rate")?.unwrap_or(current.error_rate),
+        cpu: optional_f64(body, "cpu")?.unwrap_or(current.cpu),
+    })
+}
+
 /// An optional number within 0..=max.
 pub(super) fn optional_in(body: &mut Fields, name: &str, max: f64) -> Result<Option<f64>, ApiError> {
     match body.f64(name)? {
@@ -53,6 +63,7 @@ pub async fn put_zone(
     let name = domain_name(&name)?;
     let ns: Vec<String> = body.strings("ns")?.iter().map(|n| validate::normalize_name(n)).collect();
     let hostmaster = body.opt_string("hostmaster")?.unwrap_or_else(|| format!("hostmaster.{name}"));
+    body.read_only(("name", &name), &[])?;
     body.finish()?;
     let spec = ZoneSpec { ns, hostmaster: validate::normalize_name(&hostmaster) };
     validate::zone_spec(&name, &spec)?;
@@ -88,6 +99,8 @@ pub async fn put_site(
 ) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
     let region = body.string("region")?;
+    // The pin is set with PUT .../pin.
+    body.read_only(("id", &id), &["pin"])?;
     body.finish()?;
     validate::label("id", &id)?;
     validate::label("region", &region)?;
@@ -141,6 +154,8 @@ pub async fn put_domain(
         None => validate::DEFAULT_TTL,
     };
     let cname = body.opt_string("cname")?.map(|c| validate::normalize_name(&c));
+    // The lock is set with PUT .../lock.
+    body.read_only(("name", &name), &["lock"])?;
     body.finish()?;
     let spec = DomainSpec { sites, ttl, cname };
     validate::domain_spec(&name, &spec)?;
@@ -234,6 +249,9 @@ pub async fn heartbeat(
         io_pressure: optional_in(&mut body, "io_pressure", 1.0)?,
     };
     body.finish()?;
+    // A peer not yet in a cluster knows no nodes: say so as every write does (503), not 404,
+    // which an agent could take as a reason to register its node again.
+    app.peer.require_cluster()?;
     if !app.peer.state.read().state.nodes.contains_key(&id) {
         return Err(ApiError::not_found(format!("node '{id}' does not exist; register it with PUT /v1/nodes/{id}")));
     }
@@ -346,15 +364,20 @@ pub async fn put_policy(State(app): State<AppState>, JsonBody(mut body): JsonBod
     // Fields not given keep their values: merge with the current policy, not a stale copy.
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.policy.clone();
-    let w = &current.weights;
-    let weights = Weights {
-        latency: optional_f64(&mut body, "latency")?.unwrap_or(w.latency),
-        load: optional_f64(&mut body, "load")?.unwrap_or(w.load),
-        error_rate: optional_f64(&mut body, "error_rate")?.unwrap_or(w.error_rate),
-        cpu: optional_f64(&mut body, "cpu")?.unwrap_or(w.cpu),
+    // The weights flat, or nested under `weights` as GET answers them, so that a policy
+    // read from the API can be written back as it is (`revision` is read-only: ignored).
+    let weights = match body.object("weights")? {
+        Some(nested) => {
+            let mut nested = Fields::from_map(nested);
+            let w = weights(&mut nested, &current.weights).map_err(|e| prefix("weights", e))?;
+            nested.finish().map_err(|e| prefix("weights", e))?;
+            w
+        }
+        None => weights(&mut body, &current.weights)?,
     };
     let hysteresis = optional_f64(&mut body, "hysteresis")?.unwrap_or(current.hysteresis);
     let down_after_ms = body.opt_u64("down_after_ms")?.unwrap_or(current.down_after_ms);
+    let _read_only = body.opt_u64("revision")?;
     body.finish()?;
     validate::policy(&weights, hysteresis, down_after_ms)?;
     let extra = json!({"weights": weights, "hysteresis": hysteresis, "down_after_ms": down_after_ms});

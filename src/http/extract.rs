@@ -171,6 +171,25 @@ impl Fields {
         }
     }
 
+    /// Takes the fields a GET of the resource answers and a PUT does not set, so that a
+    /// document read from the API can be written back as it is: the key named in the path
+    /// (`key`: its name and the path's value), which must match if given, `revision`, and
+    /// `others` (state set through endpoints of its own, e.g. a domain's lock). Ignored.
+    pub fn read_only(&mut self, key: (&str, &str), others: &[&str]) -> Result<(), ApiError> {
+        if let Some(given) = self.map.remove(key.0) {
+            if given.as_str() != Some(key.1) {
+                return Err(ApiError::invalid(
+                    key.0,
+                    format!("is '{}' in the path; leave it out of the body or give the same", key.1),
+                ));
+            }
+        }
+        for field in std::iter::once(&"revision").chain(others) {
+            self.map.remove(*field);
+        }
+        Ok(())
+    }
+
     /// Wraps a JSON object taken from another field, to read its fields the same way.
     pub fn from_map(map: Map<String, Value>) -> Self {
         Fields { map }
@@ -199,6 +218,15 @@ pub fn page_limit(params: &Params) -> Result<usize, ApiError> {
 /// `?after=` of a list of numbered items.
 pub fn after_id(params: &Params) -> Result<u64, ApiError> {
     params.u64("after", 0, u64::MAX)
+}
+
+/// An error about a field of a nested object, named by its path (`outer.field`).
+pub fn prefix(outer: &str, mut e: ApiError) -> ApiError {
+    e.field = Some(match e.field {
+        Some(f) => format!("{outer}.{f}"),
+        None => outer.to_string(),
+    });
+    e
 }
 
 /// The query string's parameters, percent-decoded.

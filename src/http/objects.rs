@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::extract::{page_limit, Fields, Flags, JsonBody, Params};
+use super::extract::{page_limit, prefix, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::meta::{placement, schedule};
@@ -264,14 +264,6 @@ pub async fn resolve_conflict(
     Ok(Json(json!({"id": id, "resolved": true, "revision": outcome.revision})))
 }
 
-fn prefix(outer: &str, mut e: ApiError) -> ApiError {
-    e.field = Some(match e.field {
-        Some(f) => format!("{outer}.{f}"),
-        None => outer.to_string(),
-    });
-    e
-}
-
 // ---- placement and scheduling ----
 
 pub async fn placement(State(app): State<AppState>, Path(hash): Path<String>, RawQuery(q): RawQuery) -> Answer {
@@ -318,6 +310,16 @@ pub async fn put_scheduler(State(app): State<AppState>, JsonBody(mut body): Json
     // Fields left out keep their current values: read them linearizably.
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.meta.scheduler.clone();
+    // The weights flat, or under `config` as GET answers them.
+    let mut body = match body.object("config")? {
+        Some(nested) => {
+            body.finish()?;
+            let mut nested = Fields::from_map(nested);
+            let _read_only = nested.opt_u64("revision").map_err(|e| prefix("config", e))?;
+            nested
+        }
+        None => body,
+    };
     let mut w = |name: &str, default: f64| body.f64(name).map(|v| v.unwrap_or(default));
     let weights = SchedulerWeights {
         w_cpu: w("w_cpu", current.w_cpu)?,

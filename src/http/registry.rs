@@ -22,6 +22,7 @@ pub async fn put_region(
         .map(|(i, c)| validate::cidr(&format!("cidrs[{i}]"), c))
         .collect::<Result<Vec<_>, _>>()?;
     let fallback = body.strings("fallback")?;
+    body.read_only(("name", &name), &[])?;
     body.finish()?;
     let spec = RegionSpec { cidrs, fallback };
     validate::region_spec(&name, &spec)?;
@@ -43,6 +44,8 @@ pub async fn put_node(
         "is required" => e,
         _ => ApiError::invalid("capacity", format!("must be a whole number from 1 to {}", validate::MAX_CAPACITY)),
     })?;
+    // Health comes from heartbeats, maintenance from PUT .../maintenance.
+    body.read_only(("id", &id), &["health", "maintenance"])?;
     body.finish()?;
     let capacity = u32::try_from(capacity)
         .map_err(|_| ApiError::invalid("capacity", format!("must be between 1 and {}", validate::MAX_CAPACITY)))?;

@@ -213,6 +213,20 @@ impl Peer {
         }
     }
 
+    /// Whether this peer belongs to an initialised cluster (it has a membership with voters).
+    pub fn is_member_of_a_cluster(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().next().is_some()
+    }
+
+    /// `NoLeader` for a peer that is not part of an initialised cluster, as every write gets.
+    pub fn require_cluster(&self) -> Result<(), Error> {
+        if self.is_member_of_a_cluster() {
+            Ok(())
+        } else {
+            Err(Error::NoLeader(self.no_leader_message()))
+        }
+    }
+
     /// Accepts a heartbeat: recorded here as leader, else queued for the leader.
     pub fn heartbeat(&self, node: String, metrics: NodeMetrics) -> Result<(), Error> {
         if self.is_leader() {

@@ -12,6 +12,7 @@ mod hostile;
 mod limits;
 mod membership;
 mod objects;
+mod operations;
 mod paging;
 mod util;
 mod writes;
