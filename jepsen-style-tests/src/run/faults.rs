@@ -549,3 +549,33 @@ fn clear_netem(ids: &[u64]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::nemesis::Skew;
+    use crate::run::peers::PeerConfig;
+
+    /// Peers that were never started: the members count as killed, the spare as a spare.
+    fn stopped_peers() -> Peers {
+        let dir = std::env::temp_dir().join(format!("jepsen-faults-{}", std::process::id()));
+        let config =
+            PeerConfig { binary: "/nonexistent".into(), dir, secret: String::new(), env: Vec::new(), faketime: None };
+        Peers::new(config, &[1, 2, 3], &[4]).unwrap()
+    }
+
+    #[test]
+    fn a_fault_naming_a_peer_that_is_down_is_skipped_with_the_reason() {
+        let peers = stopped_peers();
+        let kill = Fault::Kill { target: Target::Node { id: 2 } };
+        assert_eq!(not_running(&kill, &peers).unwrap(), "peer 2 is not running (Some(Killed))");
+        let majority = Fault::KillMajority { victims: vec![1, 3] };
+        assert!(not_running(&majority, &peers).unwrap().contains("peer 3 is not running"));
+        let clock = Fault::Clock { skews: vec![Skew { peer: 1, offset_secs: 5 }] };
+        assert!(not_running(&clock, &peers).is_some());
+        // The leader is resolved when the fault fires; partitions and netem name no peer.
+        assert_eq!(not_running(&Fault::Kill { target: Target::Leader { fallback: 1 } }, &peers), None);
+        assert_eq!(not_running(&Fault::Halves { minority: vec![1] }, &peers), None);
+        let _ = std::fs::remove_dir_all(peers.dir());
+    }
+}
