@@ -56,7 +56,7 @@ pub fn kill_after_build(peers: &mut Peers, id: u64, timeout: Duration) -> Result
     peers.kill(id)?;
     let filled = filler.finish();
     Ok(format!(
-        "killed right after `{}` (waited {:.1} s for it; {filled} writes of the nemesis)",
+        "killed right after `{}` (waited {:.1} s for it; nemesis writes: {filled})",
         summary(&line),
         started.elapsed().as_secs_f64()
     ))
@@ -69,7 +69,7 @@ pub fn crash_at_build(peers: &mut Peers, id: u64, failpoint: &str) -> Result<Str
     let started = Instant::now();
     let filled = armed_crash(peers, id, failpoint)?;
     Ok(format!(
-        "failpoint {failpoint} fired {:.1} s after the restart ({filled} writes of the nemesis)",
+        "failpoint {failpoint} fired {:.1} s after the restart (nemesis writes: {filled})",
         started.elapsed().as_secs_f64()
     ))
 }
@@ -115,7 +115,7 @@ pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64, failpoint: Op
             _ if Instant::now() > deadline => {
                 return Err(format!(
                     "the leader did not purge its log past peer {id}'s last entry {last} within {PURGE_TIMEOUT:?} \
-                     (purged: {purged:?}, {} writes of the nemesis)",
+                     (purged: {purged:?}, nemesis writes: {})",
                     filler.finish()
                 ))
             }
@@ -139,7 +139,7 @@ pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64, failpoint: Op
     peers.start(id)?;
     let index = await_caught_up(id, &others, CATCH_UP_TIMEOUT)?;
     Ok(format!(
-        "down while the leader purged to {purged} (its log ended at {last}; {filled} writes of the nemesis); {crash}; \
+        "down while the leader purged to {purged} (its log ended at {last}; nemesis writes: {filled}); {crash}; \
          restarted, caught up to {index}"
     ))
 }
