@@ -232,6 +232,7 @@ mod tests {
             errors: vec![],
             excluded: vec![],
             down: vec![],
+            skipped: None,
         }
     }
 

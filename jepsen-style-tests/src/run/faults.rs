@@ -28,6 +28,10 @@ pub struct Record {
     pub excluded: Vec<u64>,
     /// Peers that cannot answer at all while it is active (killed, paused).
     pub down: Vec<u64>,
+    /// Why it was not fired, when a peer it needs is not running (one that exited on its
+    /// own: every peer the nemesis took down is back before the next fault).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// The active fault and how to undo it.
@@ -59,9 +63,14 @@ enum Undo {
     },
     /// Put these peers' clocks back to the true time.
     Clock(Vec<u64>),
-    /// Restart these killed peers.
+    /// Restart these peers, those that were killed.
     RestartAll(Vec<u64>),
+    /// Nothing to undo.
+    Nothing,
 }
+
+/// How long a peer brought back after a fault may take to answer.
+const BACK_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Injector {
     start: Instant,
@@ -78,7 +87,10 @@ impl Injector {
         self.start.elapsed().as_secs_f64()
     }
 
-    /// Fires a fault. A failure to inject is recorded (and makes coverage fail), not fatal.
+    /// Fires a fault. A failure to inject is recorded (and makes coverage fail), not fatal:
+    /// what it did half way is undone at once, and every peer it took down is brought back,
+    /// so a later fault or heal finds the cluster whole. A fault that needs a peer which is
+    /// not running is skipped, with the reason.
     pub fn fire(&mut self, scheduled: &Scheduled, peers: &mut Peers) {
         let ids = peers.ids();
         // A fault is active from the moment its injection begins (adding a peer takes a while).
@@ -92,7 +104,16 @@ impl Injector {
             errors: Vec::new(),
             excluded: Vec::new(),
             down: Vec::new(),
+            skipped: None,
         };
+        if let Some(reason) = not_running(&scheduled.fault, peers) {
+            record.description = format!("skipped: {reason}");
+            record.skipped = Some(reason);
+            self.records.push(record);
+            return;
+        }
+        // What undoes a fault that fired also cleans up after one that failed half way.
+        let mut cleanup = Undo::Nothing;
         let result = match &scheduled.fault {
             Fault::Kill { target } => {
                 let (id, how) = resolve(*target, &ids);
@@ -108,6 +129,7 @@ impl Injector {
             }
             Fault::Netem { delay_ms, jitter_ms, loss_percent } => {
                 record.excluded = ids.clone();
+                cleanup = Undo::Netem;
                 netem(&ids, *delay_ms, *jitter_ms, *loss_percent).map(|how| {
                     record.description = how;
                     Undo::Netem
@@ -116,6 +138,7 @@ impl Injector {
             Fault::Membership { spare, via } => {
                 record.description =
                     format!("add spare peer {spare} through peer {via} ({} -> {} voters)", ids.len(), ids.len() + 1);
+                cleanup = Undo::RemoveSpare { spare: *spare, via: *via };
                 membership::add(peers, *spare, *via).map(|index| {
                     record.description.push_str(&format!(", membership entry {index}"));
                     Undo::RemoveSpare { spare: *spare, via: *via }
@@ -132,6 +155,7 @@ impl Injector {
                     ids.len() + 1
                 );
                 (record.excluded, record.down) = (vec![victim], vec![victim]);
+                cleanup = Undo::Restore { victim, spare: *spare, via };
                 membership::replace(peers, *spare, victim, via).map(|what| {
                     record.description.push_str(&format!(": {what}"));
                     Undo::Restore { victim, spare: *spare, via }
@@ -141,6 +165,7 @@ impl Injector {
                 let id = snapshot::follower(*target, &ids);
                 let how = if id == *target { String::new() } else { format!(" (peer {target} leads)") };
                 (record.excluded, record.down) = (vec![id], vec![id]);
+                cleanup = Undo::RestartCaughtUp(id);
                 match during {
                     SnapshotStep::BuildBeforePersist | SnapshotStep::BuildAfterPersist => {
                         let point = during.failpoint().unwrap_or_default();
@@ -175,6 +200,7 @@ impl Injector {
                 let list: Vec<String> =
                     skews.iter().map(|s| format!("peer {} {:+} s", s.peer, s.offset_secs)).collect();
                 record.description = format!("clock skew: {}", list.join(", "));
+                cleanup = Undo::Clock(skews.iter().map(|s| s.peer).collect());
                 skew(peers, skews).map(|seen| {
                     record.description.push_str(&format!(" (confirmed: {seen})"));
                     Undo::Clock(skews.iter().map(|s| s.peer).collect())
@@ -183,6 +209,7 @@ impl Injector {
             Fault::KillMajority { victims } => {
                 record.description = format!("kill -9 a majority: peers {victims:?} (of {})", ids.len());
                 (record.excluded, record.down) = (ids.clone(), victims.clone());
+                cleanup = Undo::RestartAll(victims.clone());
                 let killed = victims.iter().try_for_each(|&id| peers.kill(id));
                 // No write can be acknowledged from here on: the window starts once all are down.
                 let down = self.now();
@@ -200,6 +227,7 @@ impl Injector {
                     Fault::Halves { minority } => minority.clone(),
                     _ => ids.clone(),
                 };
+                cleanup = Undo::Firewall(ids.clone());
                 firewall(&cut).map(|_| Undo::Firewall(ids.clone()))
             }
         };
@@ -210,6 +238,10 @@ impl Injector {
             }
             Err(e) => {
                 record.errors.push(e);
+                if let Err(e) = self.undo(cleanup, &mut record, peers) {
+                    record.errors.push(format!("cleaning up: {e}"));
+                }
+                bring_back(&mut record, peers);
                 self.records.push(record);
             }
         }
@@ -225,19 +257,34 @@ impl Injector {
         self.active.as_ref().map(|(r, _)| r.description.as_str())
     }
 
-    /// Heals the active fault, if any.
+    /// Heals the active fault, if any, then brings back every peer still down (a heal that
+    /// failed half way), so that the next fault finds every peer up.
     pub fn heal(&mut self, peers: &mut Peers) {
         let Some((mut record, undo)) = self.active.take() else { return };
         // For a majority kill the window ends when the first peer is started again.
         let before = self.now();
         let restarts_majority = matches!(undo, Undo::RestartAll(_));
-        let result = match undo {
+        match self.undo(undo, &mut record, peers) {
+            Ok(()) => record.healed = Some(if restarts_majority { before } else { self.now() }),
+            Err(e) => record.errors.push(format!("heal: {e}")),
+        }
+        bring_back(&mut record, peers);
+        self.records.push(record);
+    }
+
+    /// Undoes a fault (one that fired, or one that failed half way); what it did is added
+    /// to the record's description.
+    fn undo(&self, undo: Undo, record: &mut Record, peers: &mut Peers) -> Result<(), String> {
+        match undo {
             Undo::Firewall(ids) => clear_firewall(&ids),
-            Undo::Restart(id) => peers.start(id),
+            Undo::Restart(id) => restart_killed(peers, &[id]),
             Undo::Resume(id) => peers.resume(id),
             Undo::Netem => clear_netem(&peers.ids()).and(clear_firewall(&peers.ids())),
             Undo::RemoveSpare { spare, via } => membership::remove(peers, spare, via).map(|index| {
-                record.description.push_str(&format!("; removed at entry {index}"));
+                record.description.push_str(&match index {
+                    Some(index) => format!("; removed at entry {index}"),
+                    None => format!("; spare {spare} stopped (it was no member)"),
+                });
             }),
             Undo::Restore { victim, spare, via } => membership::restore(peers, victim, spare, via).map(|what| {
                 record.description.push_str(&format!("; {what}"));
@@ -248,39 +295,106 @@ impl Injector {
                     record.description.push_str(&format!(": {what}"));
                 }),
             Undo::Clock(ids) => unskew(peers, &ids),
-            Undo::RestartAll(ids) => ids.iter().try_for_each(|&id| peers.start(id)),
-        };
-        match result {
-            Ok(()) => record.healed = Some(if restarts_majority { before } else { self.now() }),
-            Err(e) => record.errors.push(format!("heal: {e}")),
+            Undo::RestartAll(ids) => restart_killed(peers, &ids),
+            Undo::Nothing => Ok(()),
         }
-        self.records.push(record);
     }
 }
 
-/// Undoes every kind of fault on every peer, whatever is active: the final heal.
+/// Restarts those of `ids` that were killed (a fault that failed half way killed only some).
+fn restart_killed(peers: &mut Peers, ids: &[u64]) -> Result<(), String> {
+    for &id in ids {
+        if peers.state(id) == Some(peers::State::Killed) {
+            peers.start(id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings back every peer the nemesis took down and that is still down, and waits until
+/// each answers; says so in the record. After a heal that worked there are none.
+fn bring_back(record: &mut Record, peers: &mut Peers) {
+    let back = match peers.heal_all() {
+        Ok(back) => back,
+        Err(e) => {
+            record.errors.push(format!("bringing the peers back: {e}"));
+            return;
+        }
+    };
+    if back.is_empty() {
+        return;
+    }
+    record.description.push_str(&format!("; peers {back:?} were still down, brought back"));
+    for id in back {
+        if let Err(e) = peers.await_answer(id, BACK_TIMEOUT) {
+            record.errors.push(format!("bringing the peers back: {e}"));
+        }
+    }
+}
+
+/// Why `fault` cannot fire now: a peer it names is not running. The nemesis brings back
+/// every peer it took down before the next fault, so this is a peer that exited on its own
+/// or a member a failed heal left out of the cluster.
+fn not_running(fault: &Fault, peers: &Peers) -> Option<String> {
+    let node = |t: &Target| match t {
+        Target::Node { id } => vec![*id],
+        Target::Leader { .. } => vec![],
+    };
+    let needed = match fault {
+        Fault::Kill { target } | Fault::Pause { target } => node(target),
+        Fault::SnapshotCrash { target, .. } => vec![*target],
+        Fault::Clock { skews } => skews.iter().map(|s| s.peer).collect(),
+        Fault::KillMajority { victims } => victims.clone(),
+        Fault::Membership { via, .. } => vec![*via],
+        Fault::Replace { victim, via, .. } => [node(victim), vec![*via]].concat(),
+        _ => vec![],
+    };
+    let down: Vec<String> = needed
+        .into_iter()
+        .filter(|&id| !peers.is_running(id))
+        .map(|id| format!("peer {id} is not running ({:?})", peers.state(id)))
+        .collect();
+    (!down.is_empty()).then(|| down.join(", "))
+}
+
+/// Undoes every kind of fault on every peer, whatever is active: the final heal. The
+/// network first, then every peer is brought back and answers, and only then is the
+/// membership repaired (a member a failed `replace` heal left out is added back, a spare
+/// whose removal failed is removed): that needs a quorum.
 pub fn heal_everything(peers: &mut Peers) -> Result<(), String> {
     let ids = peers.ids();
     let mut errors = Vec::new();
-    if let Err(e) = unskew(peers, &ids) {
-        errors.push(e);
-    }
-    // A spare still running was not removed (its heal failed): try once more.
-    for spare in peers.all_ids().into_iter().filter(|id| !ids.contains(id)) {
-        if peers.state(spare) != Some(peers::State::Spare) {
-            if let Err(e) = membership::remove(peers, spare, ids[0]) {
-                errors.push(e);
-            }
-        }
-    }
     if let Err(e) = clear_firewall(&ids) {
         errors.push(e);
     }
     if let Err(e) = clear_netem(&ids) {
         errors.push(e);
     }
-    if let Err(e) = peers.heal_all() {
+    match peers.heal_all() {
+        Ok(back) => {
+            for id in back {
+                if let Err(e) = peers.await_answer(id, BACK_TIMEOUT) {
+                    errors.push(e);
+                }
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    if let Err(e) = unskew(peers, &ids) {
         errors.push(e);
+    }
+    let left_out: Vec<u64> = ids.iter().copied().filter(|&id| peers.state(id) == Some(peers::State::Spare)).collect();
+    for victim in left_out {
+        if let Err(e) = membership::readd(peers, victim, other(victim, &ids)) {
+            errors.push(e);
+        }
+    }
+    for spare in peers.all_ids().into_iter().filter(|id| !ids.contains(id)) {
+        if peers.state(spare) != Some(peers::State::Spare) {
+            if let Err(e) = membership::remove(peers, spare, ids[0]) {
+                errors.push(e);
+            }
+        }
     }
     if errors.is_empty() {
         Ok(())
@@ -434,4 +548,34 @@ fn clear_netem(ids: &[u64]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::nemesis::Skew;
+    use crate::run::peers::PeerConfig;
+
+    /// Peers that were never started: the members count as killed, the spare as a spare.
+    fn stopped_peers() -> Peers {
+        let dir = std::env::temp_dir().join(format!("jepsen-faults-{}", std::process::id()));
+        let config =
+            PeerConfig { binary: "/nonexistent".into(), dir, secret: String::new(), env: Vec::new(), faketime: None };
+        Peers::new(config, &[1, 2, 3], &[4]).unwrap()
+    }
+
+    #[test]
+    fn a_fault_naming_a_peer_that_is_down_is_skipped_with_the_reason() {
+        let peers = stopped_peers();
+        let kill = Fault::Kill { target: Target::Node { id: 2 } };
+        assert_eq!(not_running(&kill, &peers).unwrap(), "peer 2 is not running (Some(Killed))");
+        let majority = Fault::KillMajority { victims: vec![1, 3] };
+        assert!(not_running(&majority, &peers).unwrap().contains("peer 3 is not running"));
+        let clock = Fault::Clock { skews: vec![Skew { peer: 1, offset_secs: 5 }] };
+        assert!(not_running(&clock, &peers).is_some());
+        // The leader is resolved when the fault fires; partitions and netem name no peer.
+        assert_eq!(not_running(&Fault::Kill { target: Target::Leader { fallback: 1 } }, &peers), None);
+        assert_eq!(not_running(&Fault::Halves { minority: vec![1] }, &peers), None);
+        let _ = std::fs::remove_dir_all(peers.dir());
+    }
 }

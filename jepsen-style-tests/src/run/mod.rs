@@ -7,6 +7,7 @@ pub mod checks;
 pub mod clock;
 pub mod dns;
 pub mod faults;
+pub mod filler;
 pub mod http;
 pub mod logwatch;
 pub mod membership;
@@ -343,7 +344,10 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
             }
             match (injector.active(), injector.records.last()) {
                 (Some(what), _) => println!("  {:>5.1}s fault {}: {what}", start.elapsed().as_secs_f64(), fault.index),
-                (None, Some(r)) => println!("  fault {} failed to fire: {}", fault.index, r.errors.join("; ")),
+                (None, Some(r)) => match &r.skipped {
+                    Some(why) => println!("  fault {} skipped: {why}", fault.index),
+                    None => println!("  fault {} failed to fire: {}", fault.index, r.errors.join("; ")),
+                },
                 (None, None) => {}
             }
             wait_until(start + fault.at + fault.duration, &mut peers, &mut unexpected_exits)?;
@@ -357,6 +361,10 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     injector.heal(&mut peers);
     let healed = faults::heal_everything(&mut peers);
     let final_heal = start.elapsed().as_secs_f64();
+    // Written now too, so that a run that ends in a harness failure still shows its faults.
+    if let Err(e) = write_json(&dir.join("faults.json"), &json!(injector.records)) {
+        eprintln!("jepsen run: {e}");
+    }
     if let Some(w) = &dns_workload {
         w.set_excluded(&[]);
         w.log.write(crate::checker::dns::DnsEvent::FinalHeal { time: w.log.now() });
@@ -441,7 +449,9 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     });
     let html = timeline::render(&events, &injector.records, args.concurrency, &format!("jepsen run, seed {seed}"));
     std::fs::write(dir.join("timeline.html"), html).map_err(|e| format!("cannot write timeline.html: {e}"))?;
-    write_json(&dir.join("faults.json"), &json!(injector.records))?;
+    if let Err(e) = write_json(&dir.join("faults.json"), &json!(injector.records)) {
+        eprintln!("jepsen run: {e}");
+    }
     if outcome.valid == crate::checker::Validity::Valid && !args.keep_data {
         for &id in &all_ids {
             let _ = std::fs::remove_dir_all(dir.join("peers").join(format!("n{id}")));

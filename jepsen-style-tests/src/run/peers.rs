@@ -133,6 +133,11 @@ impl Peers {
         self.peers.get(&id).map(|p| p.state)
     }
 
+    /// Whether the peer's process runs and is not paused: it can answer.
+    pub fn is_running(&self, id: u64) -> bool {
+        self.state(id) == Some(State::Running)
+    }
+
     /// Starts (or restarts) a peer; its log is appended to.
     pub fn start(&mut self, id: u64) -> Result<(), String> {
         self.start_with(id, &[])
@@ -166,6 +171,10 @@ impl Peers {
     }
 
     fn start_with(&mut self, id: u64, extra_env: &[(&str, &str)]) -> Result<(), String> {
+        // A second process on the same data folder and addresses would fail, or worse.
+        if self.peers.get(&id).is_some_and(|p| p.child.is_some()) {
+            return Err(format!("peer {id} is already running"));
+        }
         let dir = &self.config.dir;
         let log = OpenOptions::new()
             .create(true)
@@ -294,16 +303,20 @@ impl Peers {
         exited
     }
 
-    /// Resumes paused peers and restarts killed ones.
-    pub fn heal_all(&mut self) -> Result<(), String> {
+    /// Resumes paused peers and restarts killed ones: every peer the nemesis took down.
+    /// Returns them. A peer that exited on its own stays down (the run is invalid anyway),
+    /// and so does a spare or a retired member.
+    pub fn heal_all(&mut self) -> Result<Vec<u64>, String> {
+        let mut back = Vec::new();
         for id in self.all_ids() {
             match self.state(id) {
                 Some(State::Paused) => self.resume(id)?,
                 Some(State::Killed) => self.start(id)?,
-                _ => {}
+                _ => continue,
             }
+            back.push(id);
         }
-        Ok(())
+        Ok(back)
     }
 
     /// SIGTERM to every peer, then SIGKILL to what is left after `grace`.
@@ -326,6 +339,21 @@ impl Peers {
             }
             peer.child = None;
         }
+    }
+
+    /// Waits until peer `id` answers `/health`.
+    pub fn await_answer(&self, id: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !super::http::get(http_addr(id), "/health", Duration::from_secs(1)).is_ok_and(|r| r.status == 200) {
+            if self.peers.get(&id).is_none_or(|p| p.child.is_none()) {
+                return Err(format!("peer {id} is not running"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("peer {id} did not answer /health within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     pub fn data_dir(&self, id: u64) -> PathBuf {

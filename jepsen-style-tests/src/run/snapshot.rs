@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::faults::leader;
+use super::filler::Filler;
 use super::http;
 use super::logwatch::LogWatch;
 use super::peers::{http_addr, Peers};
@@ -43,15 +44,22 @@ pub fn follower(target: u64, ids: &[u64]) -> u64 {
     ids[(at + 1) % ids.len()]
 }
 
-/// Waits (up to `timeout`) for `snapshot built` in peer `id`'s log, then kills it.
+/// Waits (up to `timeout`) for `snapshot built` in peer `id`'s log, then kills it. The
+/// nemesis writes meanwhile (`filler.rs`), so the follower gets there whatever the workload.
 pub fn kill_after_build(peers: &mut Peers, id: u64, timeout: Duration) -> Result<String, String> {
     let started = Instant::now();
     let mut watch = LogWatch::from_end(&peers.log_path(id));
+    let filler = Filler::start(&up(peers));
     let line = watch
         .wait_for("snapshot built", timeout)
         .map_err(|e| format!("{e}: the follower built no snapshot in time (too few writes for --snapshot-every?)"))?;
     peers.kill(id)?;
-    Ok(format!("killed right after `{}` (waited {:.1} s for it)", summary(&line), started.elapsed().as_secs_f64()))
+    let filled = filler.finish();
+    Ok(format!(
+        "killed right after `{}` (waited {:.1} s for it; nemesis writes: {filled})",
+        summary(&line),
+        started.elapsed().as_secs_f64()
+    ))
 }
 
 /// kill -9 peer `id`, restart it with `failpoint` armed and wait until it aborted there
@@ -59,21 +67,31 @@ pub fn kill_after_build(peers: &mut Peers, id: u64, timeout: Duration) -> Result
 pub fn crash_at_build(peers: &mut Peers, id: u64, failpoint: &str) -> Result<String, String> {
     peers.kill(id)?;
     let started = Instant::now();
-    armed_crash(peers, id, failpoint)?;
-    Ok(format!("failpoint {failpoint} fired {:.1} s after the restart", started.elapsed().as_secs_f64()))
+    let filled = armed_crash(peers, id, failpoint)?;
+    Ok(format!(
+        "failpoint {failpoint} fired {:.1} s after the restart (nemesis writes: {filled})",
+        started.elapsed().as_secs_f64()
+    ))
 }
 
 /// Starts peer `id` with `failpoint` armed and waits until it logged that it fired and
-/// exited.
-fn armed_crash(peers: &mut Peers, id: u64, failpoint: &str) -> Result<(), String> {
+/// exited, writing meanwhile; returns how many writes of the nemesis that took.
+fn armed_crash(peers: &mut Peers, id: u64, failpoint: &str) -> Result<u64, String> {
     let mut watch = LogWatch::from_end(&peers.log_path(id));
+    let filler = Filler::start(&up(peers));
     peers.start_armed(id, failpoint)?;
     let status =
         peers.await_exit(id, FAILPOINT_TIMEOUT).map_err(|e| format!("failpoint {failpoint} did not fire: {e}"))?;
+    let filled = filler.finish();
     watch
         .wait_for(&format!("failpoint {failpoint} fired"), Duration::from_secs(1))
         .map_err(|e| format!("peer {id} exited ({status}) without firing failpoint {failpoint}: {e}"))?;
-    Ok(())
+    Ok(filled)
+}
+
+/// The members that are up (not killed or paused).
+fn up(peers: &Peers) -> Vec<u64> {
+    peers.ids().into_iter().filter(|&p| peers.is_running(p)).collect()
 }
 
 /// Peer `id`'s last log index, then kill -9: the first half of the `install` fault.
@@ -89,6 +107,7 @@ pub fn kill_for_install(peers: &mut Peers, id: u64) -> Result<u64, String> {
 pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64, failpoint: Option<&str>) -> Result<String, String> {
     let others: Vec<u64> = peers.ids().into_iter().filter(|&p| p != id).collect();
     let deadline = Instant::now() + PURGE_TIMEOUT;
+    let filler = Filler::start(&up(peers));
     let purged = loop {
         let purged = leader(&others).and_then(|l| status(l).ok()).and_then(|s| s.get("purged_index")?.as_u64());
         match purged {
@@ -96,12 +115,14 @@ pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64, failpoint: Op
             _ if Instant::now() > deadline => {
                 return Err(format!(
                     "the leader did not purge its log past peer {id}'s last entry {last} within {PURGE_TIMEOUT:?} \
-                     (purged: {purged:?}); too few writes for --snapshot-every?"
+                     (purged: {purged:?}, nemesis writes: {})",
+                    filler.finish()
                 ))
             }
             _ => std::thread::sleep(POLL),
         }
     };
+    let filled = filler.finish();
     let crash = match failpoint {
         Some(point) => {
             armed_crash(peers, id, point)?;
@@ -118,13 +139,17 @@ pub fn crash_during_install(peers: &mut Peers, id: u64, last: u64, failpoint: Op
     peers.start(id)?;
     let index = await_caught_up(id, &others, CATCH_UP_TIMEOUT)?;
     Ok(format!(
-        "down while the leader purged to {purged} (its log ended at {last}); {crash}; restarted, caught up to {index}"
+        "down while the leader purged to {purged} (its log ended at {last}; nemesis writes: {filled}); {crash}; \
+         restarted, caught up to {index}"
     ))
 }
 
-/// Restarts peer `id` and waits until it caught up with the leader.
+/// Restarts peer `id` (unless the fault left it running) and waits until it caught up
+/// with the leader.
 pub fn restart_and_catch_up(peers: &mut Peers, id: u64) -> Result<(), String> {
-    peers.start(id)?;
+    if peers.pid(id).is_none() {
+        peers.start(id)?;
+    }
     let others: Vec<u64> = peers.ids().into_iter().filter(|&p| p != id).collect();
     await_caught_up(id, &others, CATCH_UP_TIMEOUT).map(|_| ())
 }
