@@ -395,8 +395,18 @@ impl Peer {
 
     /// Waits until this peer has applied the entry at `index` (e.g. a write it forwarded),
     /// so that its local state shows the write.
+    ///
+    /// The write is committed already: if this peer does not apply it in time, the answer is
+    /// `Indeterminate` (read before retrying), never `NoLeader`, which would promise the
+    /// write was not made.
     pub async fn applied_locally(&self, index: u64) -> Result<(), Error> {
-        self.await_applied(index, Instant::now() + self.request_timeout).await
+        self.await_applied(index, Instant::now() + self.request_timeout).await.map_err(|_| {
+            Error::Indeterminate(format!(
+                "the write was committed at index {index}, but this peer did not apply it within {:?}; \
+                 read it from another peer",
+                self.request_timeout
+            ))
+        })
     }
 
     async fn await_applied(&self, index: u64, deadline: Instant) -> Result<(), Error> {
