@@ -21,7 +21,7 @@ async fn connect_from(from: &str, to: &str) -> Option<TcpStream> {
     tokio::time::timeout(Duration::from_secs(5), socket.connect(to)).await.ok()?.ok()
 }
 
-const FLOOD: usize = 600;
+const FLOOD: usize = 1500;
 const PER_CLIENT: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
