@@ -134,7 +134,7 @@ impl Workers {
             std::thread::sleep(Duration::from_millis(300));
             let peer = self.ids[(started.elapsed().as_millis() / 300) as usize % self.ids.len()];
             let count = |status: &str| -> Option<usize> {
-                let r = http::get(http_addr(peer), &format!("/v1/actions?status={status}"), self.timeout).ok()?;
+                let r = all_pages(http_addr(peer), &format!("/v1/actions?status={status}"), self.timeout).ok()?;
                 (r.status == 200).then(|| r.body.get("actions").and_then(Value::as_array).map(Vec::len))?
             };
             if let (Some(q), Some(r)) = (count("queued"), count("running")) {
@@ -155,7 +155,7 @@ impl Workers {
         let final_status = loop {
             let peer = self.ids[at % self.ids.len()];
             self.recorder.invoke(process, F::Read, QUEUE_KEY, json!({"final": true}), peer);
-            let outcome = classify(http::get(http_addr(peer), "/v1/actions", self.timeout));
+            let outcome = classify(all_pages(http_addr(peer), "/v1/actions", self.timeout));
             let outcome = match outcome {
                 Outcome::Ok(r) => match r.body.get("actions").and_then(Value::as_array) {
                     Some(list) => {
@@ -341,6 +341,31 @@ impl Worker {
                 }
                 _ if refused => return,
                 _ => self.peers.advance(),
+            }
+        }
+    }
+}
+
+/// Every page of a list of actions (`?limit`, `?after`, `next`), as one answer whose
+/// `actions` hold them all; the first answer that is not a page is returned as it is.
+/// After the drain nothing changes the queue, so the pages read one state.
+fn all_pages(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Result<http::Response, http::Error> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut all: Vec<Value> = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+        let mut r = http::get(addr, &format!("{path}{sep}limit=10000{cursor}"), timeout)?;
+        let Some(page) = r.body.get("actions").and_then(Value::as_array) else { return Ok(r) };
+        if r.status != 200 {
+            return Ok(r);
+        }
+        all.extend(page.iter().cloned());
+        match r.body.get("next").and_then(Value::as_u64) {
+            Some(next) => after = Some(next),
+            None => {
+                r.body = json!({"actions": all});
+                return Ok(r);
             }
         }
     }
