@@ -109,20 +109,24 @@ async fn heartbeats_keep_their_budget_when_other_requests_are_over_theirs() {
     assert_eq!(c.put_region(2, "r1").await.0, 200);
     assert_eq!(c.put_node(2, "n1", 10).await.0, 200);
     let target = c.peer(2);
+    let url = format!("{}/v1/nodes", target.url());
+    // Requests whose bodies never arrive, one at a time, until the budget is used up and a
+    // read is told to retry. (A stalled request that arrives while a read holds a place is
+    // itself told to retry; that is why this opens as many as it takes.)
     let mut stalled = Vec::new();
-    for _ in 0..2 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let busy = loop {
         let mut s = TcpStream::connect(&target.http_addr).await.unwrap();
         s.write_all(b"PUT /v1/regions/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
             .await
             .unwrap();
         stalled.push(s);
-    }
-    let url = format!("{}/v1/nodes", target.url());
-    let busy = eventually(Duration::from_secs(8), "the request budget to be used up", || async {
-        let r = c.http.get(&url).send().await.ok()?;
-        (r.status().as_u16() == 503).then_some(r)
-    })
-    .await;
+        let r = c.http.get(&url).send().await.unwrap();
+        if r.status().as_u16() == 503 {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "the request budget was never used up");
+    };
     assert_eq!(busy.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()).as_deref(), Some("1"));
     assert_eq!(busy.json::<serde_json::Value>().await.unwrap()["error"], "overloaded");
     let beat = json!({"cpu": 0.1, "load": 0.1, "latency_ms": 5.0, "error_rate": 0.0});
@@ -131,12 +135,16 @@ async fn heartbeats_keep_their_budget_when_other_requests_are_over_theirs() {
     let (status, _) = c.call(2, Method::GET, "/health", None).await;
     assert_eq!(status, 200, "/health answers under any load");
 
-    // The stalled bodies time out (408), which frees the budget.
+    // The stalled bodies time out (408), which frees the budget; a stalled request that came
+    // when no place was left was told to retry (503).
+    let mut timed_out = 0;
     for s in &mut stalled {
         let mut answer = String::new();
         let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_string(&mut answer)).await;
-        assert!(answer.starts_with("HTTP/1.1 408"), "a stalled body got: {answer:?}");
+        assert!(answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 503"), "a stalled body got: {answer:?}");
+        timed_out += answer.starts_with("HTTP/1.1 408") as usize;
     }
+    assert_eq!(timed_out, 2, "two stalled requests held the two places");
     eventually(Duration::from_secs(5), "requests to be taken again", || async {
         (c.http.get(&url).send().await.ok()?.status().as_u16() == 200).then_some(())
     })
