@@ -70,6 +70,7 @@ async fn a_flood_from_one_source_is_rate_limited_while_others_are_answered() {
     flood.connect(&dns).unwrap();
     let packet = query(7, "www.example.com.", false);
     let sent = 1000;
+    let started = std::time::Instant::now();
     let mut replies = Vec::new();
     for i in 0..sent {
         flood.send(&packet).unwrap();
@@ -80,9 +81,10 @@ async fn a_flood_from_one_source_is_rate_limited_while_others_are_answered() {
     replies.extend(drain(&flood));
     let (full, truncated): (Vec<_>, Vec<_>) =
         replies.iter().map(|r| Message::from_vec(r).unwrap()).partition(|m| !m.metadata.truncation);
-    // About one second's worth answered in full (the flood takes a little time, so allow
-    // for refills), half the rest truncated, the others dropped.
-    assert!(full.len() >= 40 && full.len() <= 200, "{} full answers out of {sent}", full.len());
+    // One second's worth answered in full, plus what the bucket refilled while the flood
+    // lasted; half the rest truncated, the others dropped.
+    let most = (50.0 * (1.0 + started.elapsed().as_secs_f64())) as usize + 5;
+    assert!(full.len() >= 40 && full.len() <= most, "{} full answers out of {sent} (at most {most})", full.len());
     assert!(truncated.iter().all(|m| m.answers.is_empty() && m.queries.len() == 1));
     let limited = sent - full.len();
     assert!(
