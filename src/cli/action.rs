@@ -168,7 +168,7 @@ impl ActionCommand {
                     query.push("stale".into());
                 }
                 let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
-                client.get(&format!("/v1/actions{query}")).await?
+                client.get_all(&format!("/v1/actions{query}"), "actions").await?
             }
             ActionCommand::Show { id, read } => {
                 client.get(&format!("/v1/actions/{}{}", action_id(&id)?, read_query(&read))).await?

@@ -54,6 +54,26 @@ impl Client {
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
         self.call(Method::GET, path, None).await
     }
+
+    /// Every page of a paged list (`?limit`, `?after`, `next`): one answer whose `key`
+    /// holds all the items, as the list was before it was paged.
+    pub async fn get_all(&self, path: &str, key: &str) -> Result<Value, CliError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items: Vec<Value> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let cursor = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+            let mut page = self.get(&format!("{path}{sep}limit=10000{cursor}")).await?;
+            if let Some(Value::Array(got)) = page.get_mut(key).map(Value::take) {
+                items.extend(got);
+            }
+            match page.get("next") {
+                Some(Value::String(next)) => after = Some(next.clone()),
+                Some(Value::Number(next)) => after = Some(next.to_string()),
+                _ => return Ok(serde_json::json!({ key: items })),
+            }
+        }
+    }
 }
 
 /// Prints a JSON answer for people and for `jq`. A closed pipe (`| head`) is not an error.

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::{print, Client};
-use super::resource::{Collection, ReadFlags, WriteFlags};
+use super::resource::{read_query, Collection, ReadFlags, WriteFlags};
 use super::CliError;
 
 /// `sea=3,eu=1` → `{"sea": 3, "eu": 1}`.
@@ -206,7 +206,9 @@ impl ObjectCommand {
                 let body = json!({"node": node, "state": state});
                 client.call(Method::POST, &format!("/v1/objects/{id}/replicas"), Some(&body)).await?
             }
-            ObjectCommand::Repairs { read } => Collection::new(client, "/v1/repairs").list(&read).await?,
+            ObjectCommand::Repairs { read } => {
+                client.get_all(&format!("/v1/repairs{}", read_query(&read)), "repairs").await?
+            }
             ObjectCommand::Placement { hash, rf } => client.get(&format!("/v1/placement/{hash}?rf={rf}")).await?,
             ObjectCommand::Schedule { cpu, ram_mb, gpu, max_latency_ms, io_tolerance } => {
                 let body = json!({

@@ -394,9 +394,8 @@ pub enum DispatchCommand {
 
 impl DispatchCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
-        let api = Collection::new(client, "/v1/dispatch");
         let answer = match self {
-            DispatchCommand::Table { read } => api.list(&read).await?,
+            DispatchCommand::Table { read } => client.get_all(&format!("/v1/dispatch{}", read_query(&read)), "rows").await?,
             DispatchCommand::Resolve { name, client: addr } => {
                 let query = addr.map(|a| format!("&client={a}")).unwrap_or_default();
                 client.get(&format!("/v1/resolve?name={name}{query}")).await?

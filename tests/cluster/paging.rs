@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::util::{eventually, Cluster};
+use crate::util::{cli, eventually, Cluster};
 
 /// Every item of a paged list, page by page; also the number of pages.
 async fn all_pages(c: &Cluster, path: &str, key: &str, limit: usize) -> (Vec<Value>, usize) {
@@ -81,4 +81,15 @@ async fn the_elected_table_actions_and_anomalies_page() {
     assert_eq!((order.len(), &order), (25, &sorted));
     let (anomalies, pages) = all_pages(&c, "/v1/anomalies", "anomalies", 10).await;
     assert_eq!((anomalies.len(), pages), (25, 3));
+
+    // The CLI reads every page.
+    let e = c.peer(1).url();
+    let listed = |args: &[&str], key: &str| -> usize {
+        let out = cli(args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[key].as_array().map(Vec::len).unwrap_or(0)
+    };
+    assert_eq!(listed(&["dispatch", "table", "--endpoint", &e], "rows"), 46);
+    assert_eq!(listed(&["action", "list", "--endpoint", &e], "actions"), 25);
 }
