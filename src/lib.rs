@@ -13,7 +13,8 @@
 //! - [`actions`]: the leader's executor of built-in remediation actions and lease timer;
 //! - [`http`]: the API;
 //! - [`cli`]: the `switchboard` command, including `serve` and `dev`;
-//! - [`supervise`]: a peer's background tasks, none of which may end unnoticed.
+//! - [`supervise`]: a peer's background tasks, none of which may end unnoticed;
+//! - [`net`]: what every TCP listener shares (accept backoff, places per client).
 
 pub mod actions;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod dns;
 pub mod http;
 pub mod meta;
 pub mod metrics;
+pub mod net;
 pub mod peer;
 pub mod raft;
 pub mod server;

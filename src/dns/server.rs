@@ -6,8 +6,7 @@
 //! `sendmmsg`. An async loop cost a runtime wake-up per datagram, more than the answer
 //! itself. TCP is served by tokio tasks.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::answer::{respond, Context, Transport};
 use super::rrl::{self, Limiter, RrlConfig, Verdict};
 use super::snapshot::Snapshot;
+use crate::net::PerClient;
 use crate::peer::Peer;
 use crate::supervise::Tasks;
 
@@ -316,56 +316,16 @@ async fn keep_current(server: Arc<Server>, shutdown: CancellationToken) {
 
 async fn serve_tcp(listener: TcpListener, server: Arc<Server>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let per_client: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let per_client = PerClient::default();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let (stream, source) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "DNS over TCP: accepting failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let Some(client) = ClientPlace::take(&per_client, source.ip()) else { continue };
+        let Some((stream, source)) = crate::net::accept(&listener, "DNS over TCP", &shutdown).await else { return };
+        let Some(client) = per_client.take(source.ip(), MAX_TCP_PER_CLIENT) else { continue };
         let server = server.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(TCP_MAX_LIFETIME, serve_tcp_connection(stream, source, &server)).await;
             drop((slot, client));
         });
-    }
-}
-
-/// A place among one client address's TCP connections, given back on drop.
-struct ClientPlace {
-    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-    client: IpAddr,
-}
-
-impl ClientPlace {
-    fn take(open: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Self> {
-        let mut map = open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(client).or_insert(0);
-        if *n >= MAX_TCP_PER_CLIENT {
-            return None;
-        }
-        *n += 1;
-        Some(Self { open: open.clone(), client })
-    }
-}
-
-impl Drop for ClientPlace {
-    fn drop(&mut self) {
-        let mut map = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.client);
-            }
-        }
     }
 }
 

@@ -14,7 +14,6 @@
 //! Accept errors (out of file descriptors, say) back off instead of spinning. Request
 //! level limits (handler time, concurrent requests, long polls) are in `limits.rs`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -26,14 +25,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::config::HttpConfig;
+use crate::net::{self, ClientPlace, PerClient};
 
-/// The longest pause after failed accepts; the first is [`ACCEPT_BACKOFF_MIN`].
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 /// How long a refused client gets to read its 503 before the connection is dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a connection's header deadline is checked.
@@ -59,30 +57,10 @@ impl ConnectionLimits {
     }
 }
 
-/// Open connections, overall and per client address.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    per_client: HashMap<IpAddr, usize>,
-}
-
-/// A place among the open connections, given back on drop.
+/// A place among the open connections, overall and of its client, given back on drop.
 struct Admitted {
-    open: Arc<Mutex<Open>>,
-    client: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_client.get_mut(&self.client) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.per_client.remove(&self.client);
-            }
-        }
-    }
+    _total: OwnedSemaphorePermit,
+    _client: ClientPlace,
 }
 
 /// Why a connection was not admitted.
@@ -92,42 +70,19 @@ enum Refusal {
     ClientFull,
 }
 
-fn admit(open: &Arc<Mutex<Open>>, limits: &ConnectionLimits, client: IpAddr) -> Result<Admitted, Refusal> {
-    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-    if o.total >= limits.max_connections {
-        return Err(Refusal::Full);
-    }
-    let mine = o.per_client.entry(client).or_insert(0);
-    if *mine >= limits.max_per_client {
-        return Err(Refusal::ClientFull);
-    }
-    *mine += 1;
-    o.total += 1;
-    Ok(Admitted { open: open.clone(), client })
+fn admit(total: &Arc<Semaphore>, clients: &PerClient, limits: &ConnectionLimits, client: IpAddr) -> Result<Admitted, Refusal> {
+    let total = total.clone().try_acquire_owned().map_err(|_| Refusal::Full)?;
+    let client = clients.take(client, limits.max_per_client).ok_or(Refusal::ClientFull)?;
+    Ok(Admitted { _total: total, _client: client })
 }
 
 /// Serves `app` on `listener` until `shutdown`; open requests are then finished.
 pub async fn serve(listener: TcpListener, app: Router, limits: ConnectionLimits, shutdown: CancellationToken) {
-    let open = Arc::new(Mutex::new(Open::default()));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let total = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = PerClient::default();
     let connections = tokio_util::task::TaskTracker::new();
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    a
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "HTTP: accepting a connection failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    continue;
-                }
-            },
-        };
-        match admit(&open, &limits, addr.ip()) {
+    while let Some((stream, addr)) = net::accept(&listener, "HTTP", &shutdown).await {
+        match admit(&total, &clients, &limits, addr.ip()) {
             Ok(admitted) => {
                 connections.spawn(connection(stream, addr, app.clone(), limits.clone(), admitted, shutdown.clone()));
             }
@@ -293,14 +248,14 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
         };
-        let open = Arc::new(Mutex::new(Open::default()));
+        let (total, clients) = (Arc::new(Semaphore::new(limits.max_connections)), PerClient::default());
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let first = admit(&open, &limits, a).unwrap();
-        let _second = admit(&open, &limits, a).unwrap();
-        assert_eq!(admit(&open, &limits, a).err(), Some(Refusal::ClientFull));
-        let _third = admit(&open, &limits, b).unwrap();
-        assert_eq!(admit(&open, &limits, b).err(), Some(Refusal::Full));
+        let first = admit(&total, &clients, &limits, a).unwrap();
+        let _second = admit(&total, &clients, &limits, a).unwrap();
+        assert_eq!(admit(&total, &clients, &limits, a).err(), Some(Refusal::ClientFull));
+        let _third = admit(&total, &clients, &limits, b).unwrap();
+        assert_eq!(admit(&total, &clients, &limits, b).err(), Some(Refusal::Full));
         drop(first);
-        assert!(admit(&open, &limits, b).is_ok());
+        assert!(admit(&total, &clients, &limits, b).is_ok());
     }
 }

@@ -19,10 +19,6 @@ use super::{election, Peer};
 use crate::config::RaftConfig;
 use crate::raft::rpc::{Connection, Request, Response};
 
-/// The longest pause after failed accepts; the first is [`ACCEPT_BACKOFF_MIN`].
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-
 /// The bounds of the peer RPC listener.
 #[derive(Debug, Clone)]
 pub struct RpcLimits {
@@ -43,23 +39,7 @@ impl RpcLimits {
 
 pub async fn serve_rpc(listener: TcpListener, peer: Arc<Peer>, limits: RpcLimits, shutdown: CancellationToken) {
     let places = Arc::new(Semaphore::new(limits.max_connections));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    a
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accepting a peer connection failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, addr)) = crate::net::accept(&listener, "peer RPC", &shutdown).await {
         let Ok(place) = places.clone().try_acquire_owned() else {
             tracing::debug!(%addr, max = limits.max_connections, "refused a peer connection: too many open");
             continue;
