@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::extract::{after_id, page_limit, Fields, JsonBody, Params};
+use super::extract::{after_id, cut_page, page_limit, Fields, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::state::actions::{Action, ActionPolicy, ActionSpec, Anomaly, AnomalyReport, Source, Status, Submitted};
@@ -159,12 +159,9 @@ pub async fn list_actions(State(app): State<AppState>, RawQuery(q): RawQuery) ->
             .collect(),
     })
     .await?;
-    let next = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().map(|a| a.id)
-    });
+    let next = cut_page(&mut page, limit, |a| a.id);
     let actions: Vec<Value> = page.iter().map(action_view).collect();
-    Ok(Json(json!({ "actions": actions, "next": next.flatten() })))
+    Ok(Json(json!({ "actions": actions, "next": next })))
 }
 
 pub async fn get_action(State(app): State<AppState>, Path(id): Path<u64>, RawQuery(q): RawQuery) -> Answer {
@@ -340,12 +337,9 @@ pub async fn list_anomalies(State(app): State<AppState>, RawQuery(q): RawQuery) 
         (page, actions)
     })
     .await?;
-    let next = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().map(|a| a.id)
-    });
+    let next = cut_page(&mut page, limit, |a| a.id);
     let all: Vec<Value> = page.iter().map(|a| anomaly_view(a, &actions)).collect();
-    Ok(Json(json!({ "anomalies": all, "next": next.flatten() })))
+    Ok(Json(json!({ "anomalies": all, "next": next })))
 }
 
 /// Alertmanager's webhook (payload version 4): each firing alert becomes an anomaly (one

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{page_limit, prefix, Fields, Flags, JsonBody, Params};
+use super::extract::{cut_page, page_limit, prefix, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::dispatch::{analyse, NodeMetrics};
@@ -280,10 +280,7 @@ pub async fn table(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer
             .collect()
     })
     .await?;
-    let next = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().map(|(d, r, _)| format!("{d}/{r}"))
-    });
+    let next = cut_page(&mut page, limit, |(d, r, _)| format!("{d}/{r}"));
     let rows: Vec<Value> = page
         .into_iter()
         .map(|(domain, region, row)| {
@@ -293,7 +290,7 @@ pub async fn table(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer
             })
         })
         .collect();
-    Ok(Json(json!({ "rows": rows, "next": next.flatten() })))
+    Ok(Json(json!({ "rows": rows, "next": next })))
 }
 
 /// The region a client address belongs to: the longest matching prefix over all regions'

@@ -215,6 +215,16 @@ pub fn page_limit(params: &Params) -> Result<usize, ApiError> {
     Ok(params.u64("limit", LIST_PAGE as u64, MAX_LIST_PAGE as u64)?.max(1) as usize)
 }
 
+/// Cuts `items`, read as `limit + 1` so that one more shows whether there is a next page,
+/// to the page: `Some(cursor of its last item)`, the `next` to answer, when more follow.
+pub fn cut_page<T, C>(items: &mut Vec<T>, limit: usize, cursor: impl FnOnce(&T) -> C) -> Option<C> {
+    if items.len() <= limit {
+        return None;
+    }
+    items.truncate(limit);
+    items.last().map(cursor)
+}
+
 /// `?after=` of a list of numbered items.
 pub fn after_id(params: &Params) -> Result<u64, ApiError> {
     params.u64("after", 0, u64::MAX)

@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::extract::{page_limit, prefix, Fields, Flags, JsonBody, Params};
+use super::extract::{cut_page, page_limit, prefix, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::meta::{placement, schedule};
@@ -134,9 +134,9 @@ pub async fn list_objects(State(app): State<AppState>, RawQuery(q): RawQuery) ->
             return Json(json!({"objects": objects, "missing": missing}));
         }
         let range = s.meta.objects.range::<String, _>((std::ops::Bound::Excluded(&after), std::ops::Bound::Unbounded));
-        let page: Vec<&Object> = range.map(|(_, o)| o).take(limit + 1).collect();
-        let next = (page.len() > limit).then(|| page[limit - 1].id.clone());
-        let objects: Vec<Value> = page.into_iter().take(limit).map(object_view).collect();
+        let mut page: Vec<&Object> = range.map(|(_, o)| o).take(limit + 1).collect();
+        let next = cut_page(&mut page, limit, |o| o.id.clone());
+        let objects: Vec<Value> = page.into_iter().map(object_view).collect();
         Json(json!({"objects": objects, "next": next}))
     })
     .await
@@ -212,10 +212,7 @@ pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
         out
     })
     .await?;
-    let next = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().map(|r| r.id.clone())
-    });
+    let next = cut_page(&mut page, limit, |r| r.id.clone());
     let repairs: Vec<Value> = page
         .into_iter()
         .map(|r| {
@@ -225,7 +222,7 @@ pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
             })
         })
         .collect();
-    Ok(Json(json!({"repairs": repairs, "next": next.flatten()})))
+    Ok(Json(json!({"repairs": repairs, "next": next})))
 }
 
 // ---- conflicts ----

@@ -108,25 +108,23 @@ impl DispatchTable {
 
     /// Every row, ordered by (domain, region).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, Row<'_>)> + '_ {
-        self.domains
-            .iter()
-            .flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
+        self.rows_of(self.domains.iter())
+    }
+
+    /// The rows of these domains' entries, each domain's ordered by region.
+    fn rows_of<'t>(
+        &'t self,
+        domains: impl Iterator<Item = (&'t Box<str>, &'t Box<[Slot]>)> + 't,
+    ) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
+        domains.flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
     }
 
     /// The rows after (`domain`, `region`) in (domain, region) order; every row with `None`.
-    pub fn iter_after<'t>(&'t self, after: Option<(&str, &str)>) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
-        let (from, region) = match after {
-            Some((domain, region)) => (std::ops::Bound::Included(domain.to_string()), Some(region.to_string())),
-            None => (std::ops::Bound::Unbounded, None),
-        };
-        let start = from.clone();
-        self.domains
-            .range::<str, _>((from.as_ref().map(|d| d.as_str()), std::ops::Bound::Unbounded))
-            .flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
-            .skip_while(move |(domain, r, _)| match (&start, &region) {
-                (std::ops::Bound::Included(d), Some(after)) => *domain == d.as_str() && *r <= after.as_str(),
-                _ => false,
-            })
+    pub fn iter_after<'t>(&'t self, after: Option<(&'t str, &'t str)>) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, |(domain, _)| Bound::Included(domain));
+        self.rows_of(self.domains.range::<str, _>((from, Bound::Unbounded)))
+            .skip_while(move |(domain, region, _)| after.is_some_and(|(d, r)| *domain == d && *region <= r))
     }
 
     /// The rows of one domain, ordered by region.
