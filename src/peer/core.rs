@@ -437,8 +437,7 @@ impl Peer {
     }
 
     fn no_leader_message(&self) -> String {
-        let m = self.raft.metrics().borrow().clone();
-        if m.membership_config.membership().voter_ids().next().is_none() {
+        if !self.is_member_of_a_cluster() {
             "this peer is not part of an initialised cluster; run `switchboard cluster init URL...` or `cluster add`"
                 .into()
         } else {
