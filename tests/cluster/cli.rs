@@ -2,12 +2,12 @@
 
 use std::process::Command;
 
-use crate::util::{cli, BIN};
+use crate::util::{bin, cli};
 
 #[test]
 fn serve_refuses_to_start_without_a_cluster_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args([
             "serve",
             "--id",
@@ -31,7 +31,7 @@ fn serve_refuses_to_start_without_a_cluster_secret() {
 
 #[test]
 fn serve_names_a_missing_flag() {
-    let out = Command::new(BIN).args(["serve", "--id", "1"]).env("SWITCHBOARD_CLUSTER_SECRET", "x").output().unwrap();
+    let out = Command::new(bin()).args(["serve", "--id", "1"]).env("SWITCHBOARD_CLUSTER_SECRET", "x").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
 }

@@ -14,7 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// The binary under test: the one cargo built for this test run, or the one named by
+/// `TEST_SWITCHBOARD_BIN` (scripts/test runs the hostile-input tests again against a
+/// release build, where arithmetic overflow wraps instead of panicking). The name is
+/// outside the `SWITCHBOARD_` prefix, which the peers read as settings.
+pub fn bin() -> String {
+    std::env::var("TEST_SWITCHBOARD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_switchboard").to_string())
+}
 const MAX_CLUSTERS: usize = 2;
 pub const SECRET: &str = "test-cluster-secret";
 
@@ -82,7 +88,7 @@ impl Peer {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg("serve")
             .args(["--id", &self.id.to_string()])
             .arg("--data-dir")
@@ -354,7 +360,7 @@ pub fn cli(args: &[&str]) -> Output {
 
 /// Like [`cli`], with `SWITCHBOARD_ADMIN_TOKEN` set (or unset).
 pub fn cli_with_token(args: &[&str], token: Option<&str>) -> Output {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command.args(args).env_remove("SWITCHBOARD_ENDPOINT").env_remove("SWITCHBOARD_ADMIN_TOKEN");
     if let Some(t) = token {
         command.env("SWITCHBOARD_ADMIN_TOKEN", t);
