@@ -300,7 +300,9 @@ impl Config {
         }
         let d = &self.dns;
         if d.rrl_ipv4_prefix > 32 || d.rrl_ipv6_prefix > 128 {
-            return Err(ConfigError::Invalid("dns.rrl_ipv4_prefix is at most 32, dns.rrl_ipv6_prefix at most 128".into()));
+            return Err(ConfigError::Invalid(
+                "dns.rrl_ipv4_prefix is at most 32, dns.rrl_ipv6_prefix at most 128".into(),
+            ));
         }
         if r.handshake_timeout_ms == 0 || r.idle_timeout_ms == 0 || r.max_connections == 0 {
             return Err(ConfigError::Invalid(

@@ -395,7 +395,9 @@ pub enum DispatchCommand {
 impl DispatchCommand {
     pub async fn run(self, client: &Client) -> Result<(), CliError> {
         let answer = match self {
-            DispatchCommand::Table { read } => client.get_all(&format!("/v1/dispatch{}", read_query(&read)), "rows").await?,
+            DispatchCommand::Table { read } => {
+                client.get_all(&format!("/v1/dispatch{}", read_query(&read)), "rows").await?
+            }
             DispatchCommand::Resolve { name, client: addr } => {
                 let query = addr.map(|a| format!("&client={a}")).unwrap_or_default();
                 client.get(&format!("/v1/resolve?name={name}{query}")).await?

@@ -268,9 +268,11 @@ pub async fn table(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer
     let limit = page_limit(&params)?;
     let after = match params.get("after") {
         None => None,
-        Some(a) => Some(a.split_once('/').map(|(d, r)| (d.to_string(), r.to_string())).ok_or_else(|| {
-            ApiError::invalid("after", "must be DOMAIN/REGION: the 'next' of the previous page")
-        })?),
+        Some(a) => Some(
+            a.split_once('/')
+                .map(|(d, r)| (d.to_string(), r.to_string()))
+                .ok_or_else(|| ApiError::invalid("after", "must be DOMAIN/REGION: the 'next' of the previous page"))?,
+        ),
     };
     let mut page: Vec<(String, String, state::DispatchRow)> = read(&app, q, |s| {
         s.dispatch

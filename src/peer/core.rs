@@ -93,7 +93,12 @@ pub struct ClusterStatus {
 
 impl Peer {
     /// Opens the peer's storage under `config.data_dir` and starts Raft.
-    pub async fn start(config: &Config, secret: Secret, metrics: Arc<Metrics>, tasks: &Tasks) -> Result<Arc<Self>, Error> {
+    pub async fn start(
+        config: &Config,
+        secret: Secret,
+        metrics: Arc<Metrics>,
+        tasks: &Tasks,
+    ) -> Result<Arc<Self>, Error> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Fatal(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
         let db = raft::db::open(&config.data_dir)

@@ -71,7 +71,8 @@ pub fn write_state(out: impl Write, state: &State) -> io::Result<()> {
 /// from `file`, `len` bytes long, verifying the checksum.
 pub fn read_state(file: impl Read, len: u64) -> io::Result<State> {
     let mut hashing = Hashing { inner: BufReader::with_capacity(1 << 20, file), hash: Sha256::new() };
-    let state: State = options(len).deserialize_from(&mut hashing).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
+    let state: State =
+        options(len).deserialize_from(&mut hashing).map_err(|e| corrupt(format!("cannot decode: {e}")))?;
     let digest = hashing.hash.finalize();
     let mut rest = Vec::with_capacity(TRAILER);
     hashing.inner.take(TRAILER as u64 + 1).read_to_end(&mut rest)?;

@@ -337,12 +337,8 @@ impl Engine {
         let done: Vec<&Anomaly> = self.anomalies.values().filter(|a| self.anomaly_done(a)).collect();
         let over = done.len().saturating_sub(keep_max as usize);
         let finished_at = |a: &Anomaly| a.action.and_then(|id| self.actions.get(&id)).and_then(|x| x.finished_ms);
-        let anomalies: Vec<u64> = done
-            .iter()
-            .enumerate()
-            .filter(|(i, a)| *i < over || too_old(finished_at(a)))
-            .map(|(_, a)| a.id)
-            .collect();
+        let anomalies: Vec<u64> =
+            done.iter().enumerate().filter(|(i, a)| *i < over || too_old(finished_at(a))).map(|(_, a)| a.id).collect();
         (actions, anomalies)
     }
 

@@ -23,7 +23,9 @@ use proptest::prelude::*;
 
 use super::actions::{ActionPolicy, ActionSpec, AnomalyReport, Source};
 use super::clock::VClock;
-use super::objects::{ObjectWrite, RegionState, Resolution, SchedulerWeights, Strategy as Conflict, SyncMode, SyncPolicy};
+use super::objects::{
+    ObjectWrite, RegionState, Resolution, SchedulerWeights, Strategy as Conflict, SyncMode, SyncPolicy,
+};
 use super::{
     Command, DomainSpec, Health, NodeSpec, Reason, RegionReport, RegionSpec, RowChange, State, Weights, ZoneSpec,
 };
@@ -133,7 +135,12 @@ fn write() -> impl Strategy<Value = ObjectWrite> {
         number(),
         prop_oneof![Just("h1".to_string()), Just("h2".to_string()), Just(String::new())],
         attrs(),
-        prop::option::of(prop::sample::select(vec![Conflict::LastWriterWins, Conflict::Merge, Conflict::Manual, Conflict::Fork])),
+        prop::option::of(prop::sample::select(vec![
+            Conflict::LastWriterWins,
+            Conflict::Merge,
+            Conflict::Manual,
+            Conflict::Fork,
+        ])),
         prop::option::of(prop::sample::select(vec![SyncMode::Eager, SyncMode::Lazy, SyncMode::OnDemand])),
         prop::option::of(small()),
     )
@@ -196,36 +203,66 @@ fn anomaly() -> impl Strategy<Value = AnomalyReport> {
 
 fn row_change() -> impl Strategy<Value = RowChange> {
     let reasons = vec![Reason::Initial, Reason::Failover, Reason::Fallback, Reason::Empty, Reason::Pin];
-    (domain(), label(), prop::option::of(label()), prop::option::of(ip()), prop::option::of(float()), prop::sample::select(reasons))
-        .prop_map(|(domain, region, node, ip, score, reason)| RowChange { domain, region, node, ip, score, reason })
+    (
+        domain(),
+        label(),
+        prop::option::of(label()),
+        prop::option::of(ip()),
+        prop::option::of(float()),
+        prop::sample::select(reasons),
+    )
+        .prop_map(|(domain, region, node, ip, score, reason)| RowChange {
+            domain,
+            region,
+            node,
+            ip,
+            score,
+            reason,
+        })
 }
 
 /// The registry and dispatch commands.
 fn registry_command() -> impl Strategy<Value = Command> {
     let health = prop::sample::select(vec![Health::Unknown, Health::Up, Health::Down, Health::Maintenance]);
     prop_oneof![
-        (label(), vec(prop_oneof![Just("10.0.0.0/8".parse().unwrap()), Just("10.0.0.1/8".parse().unwrap())], 0..3), vec(label(), 0..3), cas())
-            .prop_map(|(name, cidrs, fallback, cas)| Command::PutRegion { name, spec: RegionSpec { cidrs, fallback }, cas }),
+        (
+            label(),
+            vec(prop_oneof![Just("10.0.0.0/8".parse().unwrap()), Just("10.0.0.1/8".parse().unwrap())], 0..3),
+            vec(label(), 0..3),
+            cas()
+        )
+            .prop_map(|(name, cidrs, fallback, cas)| Command::PutRegion {
+                name,
+                spec: RegionSpec { cidrs, fallback },
+                cas
+            }),
         (label(), cas()).prop_map(|(name, cas)| Command::DeleteRegion { name, cas }),
         (label(), ip(), label(), label(), small(), cas()).prop_map(|(id, ip, region, site, capacity, cas)| {
             Command::PutNode { id, spec: NodeSpec { ip, region, site, capacity }, cas }
         }),
         (label(), cas()).prop_map(|(id, cas)| Command::DeleteNode { id, cas }),
-        (domain(), vec(domain(), 0..3), domain(), cas())
-            .prop_map(|(name, ns, hostmaster, cas)| Command::PutZone { name, spec: ZoneSpec { ns, hostmaster }, cas }),
+        (domain(), vec(domain(), 0..3), domain(), cas()).prop_map(|(name, ns, hostmaster, cas)| Command::PutZone {
+            name,
+            spec: ZoneSpec { ns, hostmaster },
+            cas
+        }),
         (domain(), cas()).prop_map(|(name, cas)| Command::DeleteZone { name, cas }),
         (label(), label(), cas()).prop_map(|(id, region, cas)| Command::PutSite { id, region, cas }),
         (label(), cas()).prop_map(|(id, cas)| Command::DeleteSite { id, cas }),
         (label(), prop::option::of(label())).prop_map(|(id, node)| Command::PinSite { id, node }),
-        (domain(), vec(label(), 0..3), small(), prop::option::of(domain()), cas()).prop_map(|(name, sites, ttl, cname, cas)| {
-            Command::PutDomain { name, spec: DomainSpec { sites, ttl: ttl % 100_000, cname }, cas }
-        }),
+        (domain(), vec(label(), 0..3), small(), prop::option::of(domain()), cas()).prop_map(
+            |(name, sites, ttl, cname, cas)| {
+                Command::PutDomain { name, spec: DomainSpec { sites, ttl: ttl % 100_000, cname }, cas }
+            }
+        ),
         (domain(), cas()).prop_map(|(name, cas)| Command::DeleteDomain { name, cas }),
         (domain(), prop::option::of(label())).prop_map(|(name, site)| Command::LockDomain { name, site }),
         (label(), prop::option::of(text())).prop_map(|(id, reason)| Command::SetMaintenance { id, reason }),
-        (float(), float(), float(), float(), float(), number()).prop_map(|(latency, load, error_rate, cpu, hysteresis, down_after_ms)| {
-            Command::PutPolicy { weights: Weights { latency, load, error_rate, cpu }, hysteresis, down_after_ms }
-        }),
+        (float(), float(), float(), float(), float(), number()).prop_map(
+            |(latency, load, error_rate, cpu, hysteresis, down_after_ms)| {
+                Command::PutPolicy { weights: Weights { latency, load, error_rate, cpu }, hysteresis, down_after_ms }
+            }
+        ),
         vec((label(), health), 0..4).prop_map(|changes| Command::SetHealth { changes }),
         (vec(row_change(), 0..4), number()).prop_map(|(changes, at_ms)| Command::Dispatch { changes, at_ms }),
     ]
@@ -297,7 +334,11 @@ fn setup() -> Vec<Command> {
         Command::PutSite { id: "b".into(), region: "a".into(), cas: None },
         node("a", "a"),
         node("b", "b"),
-        Command::PutZone { name: "example.com".into(), spec: ZoneSpec { ns: vec![], hostmaster: "h.example.com".into() }, cas: None },
+        Command::PutZone {
+            name: "example.com".into(),
+            spec: ZoneSpec { ns: vec![], hostmaster: "h.example.com".into() },
+            cas: None,
+        },
         Command::PutDomain {
             name: "example.com".into(),
             spec: DomainSpec { sites: vec!["a".into(), "b".into()], ttl: 20, cname: None },

@@ -487,7 +487,10 @@ impl State {
         }
         let mut chosen = match resolution {
             Resolution::Pick(i) => object.versions.get(*i).cloned().ok_or_else(|| {
-                Error::invalid("pick", format!("object '{id}' has versions 0 to {}", object.versions.len().saturating_sub(1)))
+                Error::invalid(
+                    "pick",
+                    format!("object '{id}' has versions 0 to {}", object.versions.len().saturating_sub(1)),
+                )
             })?,
             Resolution::Version(w) => {
                 if !self.regions.contains_key(&w.region) {

@@ -116,11 +116,15 @@ impl DispatchTable {
         &'t self,
         domains: impl Iterator<Item = (&'t Box<str>, &'t Box<[Slot]>)> + 't,
     ) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
-        domains.flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
+        domains
+            .flat_map(move |(domain, slots)| slots.iter().map(move |s| (&**domain, self.name(s.region), self.row(s))))
     }
 
     /// The rows after (`domain`, `region`) in (domain, region) order; every row with `None`.
-    pub fn iter_after<'t>(&'t self, after: Option<(&'t str, &'t str)>) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
+    pub fn iter_after<'t>(
+        &'t self,
+        after: Option<(&'t str, &'t str)>,
+    ) -> impl Iterator<Item = (&'t str, &'t str, Row<'t>)> + 't {
         use std::ops::Bound;
         let from = after.map_or(Bound::Unbounded, |(domain, _)| Bound::Included(domain));
         self.rows_of(self.domains.range::<str, _>((from, Bound::Unbounded)))

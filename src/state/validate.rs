@@ -520,7 +520,9 @@ pub fn command(c: &Command) -> Result<(), Error> {
             }
         }
         Command::MarkReplica { id, node, .. } => object_id("id", id).and_then(|_| label("node", node)),
-        Command::AckEvents { region, events, .. } => label("region", region).and_then(|_| batch("events", events.len())),
+        Command::AckEvents { region, events, .. } => {
+            label("region", region).and_then(|_| batch("events", events.len()))
+        }
         Command::PullObjects { region, objects } => {
             label("region", region)?;
             batch("objects", objects.len())?;
@@ -577,7 +579,10 @@ fn row_change(i: usize, c: &RowChange) -> Result<(), Error> {
 /// A clock's size and region names.
 fn clock_entries(clock: &super::clock::VClock) -> Result<(), Error> {
     if clock.0.len() > MAX_CLOCK_ENTRIES {
-        return Err(Error::invalid("clock", format!("names {} regions; the limit is {MAX_CLOCK_ENTRIES}", clock.0.len())));
+        return Err(Error::invalid(
+            "clock",
+            format!("names {} regions; the limit is {MAX_CLOCK_ENTRIES}", clock.0.len()),
+        ));
     }
     clock.0.keys().try_for_each(|r| label(&format!("clock.{r}"), r))
 }

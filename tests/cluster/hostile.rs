@@ -151,7 +151,8 @@ fn wrong_type(v: &Value) -> Value {
 }
 
 /// Extreme numbers, written as JSON text (2^64 does not fit a u64; 1e308 is near f64::MAX).
-const EXTREMES: &[&str] = &["0", "-1", "18446744073709551615", "18446744073709551616", "1e308", "-1e308", "0.5", "1e-320"];
+const EXTREMES: &[&str] =
+    &["0", "-1", "18446744073709551615", "18446744073709551616", "1e308", "-1e308", "0.5", "1e-320"];
 
 /// The replicated state as the API lists it: equal before and after a refused battery.
 async fn world(c: &Cluster, id: u64) -> Value {
@@ -187,7 +188,9 @@ async fn send_raw(c: &Cluster, id: u64, method: &Method, path: &str, body: Strin
         .body(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{method} {path} with {:?}: the peer did not answer: {e:?}", short(&Value::String(body_text))));
+        .unwrap_or_else(|e| {
+            panic!("{method} {path} with {:?}: the peer did not answer: {e:?}", short(&Value::String(body_text)))
+        });
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))

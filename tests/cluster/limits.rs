@@ -141,7 +141,10 @@ async fn heartbeats_keep_their_budget_when_other_requests_are_over_theirs() {
     for s in &mut stalled {
         let mut answer = String::new();
         let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_string(&mut answer)).await;
-        assert!(answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 503"), "a stalled body got: {answer:?}");
+        assert!(
+            answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 503"),
+            "a stalled body got: {answer:?}"
+        );
         timed_out += answer.starts_with("HTTP/1.1 408") as usize;
     }
     assert_eq!(timed_out, 2, "two stalled requests held the two places");
@@ -164,7 +167,11 @@ async fn the_data_dir_is_private_and_a_corrupt_snapshot_is_named_at_start() {
     let dir = c.peer(3).data_dir.clone();
     let snapshots = dir.join("snapshots");
     let snapshot = eventually(Duration::from_secs(20), "peer 3 to write a snapshot", || async {
-        std::fs::read_dir(&snapshots).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "snap"))
+        std::fs::read_dir(&snapshots)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "snap"))
     })
     .await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
