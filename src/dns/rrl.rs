@@ -97,7 +97,7 @@ impl Limiter {
         }
         bucket.limited = bucket.limited.wrapping_add(1);
         let slip = u64::from(self.config.slip);
-        if slip > 0 && bucket.limited % slip == 0 {
+        if slip > 0 && bucket.limited.is_multiple_of(slip) {
             Verdict::Slip
         } else {
             Verdict::Drop
