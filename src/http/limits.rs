@@ -56,11 +56,14 @@ enum Kind {
 }
 
 fn kind(path: &str) -> Kind {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["health"] | ["ready"] => Kind::Probe,
-        ["v1", "nodes", _, "heartbeat"] => Kind::Heartbeat,
-        ["v1", "watch"] | ["v1", "regions", _, "changes"] => Kind::LongPoll,
+    let mut parts = path.trim_start_matches('/').split('/');
+    let parts: [Option<&str>; 5] = std::array::from_fn(|_| parts.next());
+    match parts {
+        [Some("health" | "ready"), None, ..] => Kind::Probe,
+        [Some("v1"), Some("nodes"), Some(_), Some("heartbeat"), None] => Kind::Heartbeat,
+        [Some("v1"), Some("watch"), None, ..] | [Some("v1"), Some("regions"), Some(_), Some("changes"), None] => {
+            Kind::LongPoll
+        }
         _ => Kind::Other,
     }
 }
@@ -124,5 +127,8 @@ mod tests {
         assert_eq!(kind("/v1/nodes/n1"), Kind::Other);
         assert_eq!(kind("/v1/nodes/heartbeat"), Kind::Other);
         assert_eq!(kind("/v1/regions/eu/acks"), Kind::Other);
+        assert_eq!(kind("/v1/nodes/n1/heartbeat/x"), Kind::Other);
+        assert_eq!(kind("/healthz"), Kind::Other);
+        assert_eq!(kind("/health/x"), Kind::Other);
     }
 }

@@ -16,7 +16,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,12 @@ enum Refusal {
     ClientFull,
 }
 
-fn admit(total: &Arc<Semaphore>, clients: &PerClient, limits: &ConnectionLimits, client: IpAddr) -> Result<Admitted, Refusal> {
+fn admit(
+    total: &Arc<Semaphore>,
+    clients: &PerClient,
+    limits: &ConnectionLimits,
+    client: IpAddr,
+) -> Result<Admitted, Refusal> {
     let total = total.clone().try_acquire_owned().map_err(|_| Refusal::Full)?;
     let client = clients.take(client, limits.max_per_client).ok_or(Refusal::ClientFull)?;
     Ok(Admitted { _total: total, _client: client })
@@ -118,19 +124,48 @@ fn refuse(mut stream: TcpStream, refusal: Refusal, limits: &ConnectionLimits) ->
     }
 }
 
-/// What a connection is doing, for its header deadline.
-#[derive(Default)]
+/// What a connection is doing, for its header deadline. Touched on every read, so it is
+/// two atomics rather than a lock.
 struct Activity {
+    /// When the connection was opened: `head_since` counts from here.
+    opened: Instant,
     /// Requests handed to the router and not yet answered.
-    in_flight: usize,
-    /// When the first byte of a request arrived that has not reached the router yet.
-    head_since: Option<Instant>,
+    in_flight: AtomicUsize,
+    /// When (milliseconds after `opened`, plus one; 0 for none) the first byte arrived of
+    /// a request that has not reached the router yet.
+    head_since: AtomicU64,
 }
 
-type Shared = Arc<Mutex<Activity>>;
+impl Activity {
+    fn new() -> Self {
+        Self { opened: Instant::now(), in_flight: AtomicUsize::new(0), head_since: AtomicU64::new(0) }
+    }
 
-fn lock(a: &Shared) -> std::sync::MutexGuard<'_, Activity> {
-    a.lock().unwrap_or_else(|p| p.into_inner())
+    /// A request's head has been read and handed to the router.
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+    }
+
+    fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: if no request is being served, they start a request's head.
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_since.load(Ordering::Relaxed) == 0 {
+            let now = self.opened.elapsed().as_millis() as u64 + 1;
+            let _ = self.head_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a request's head has been arriving for longer than `limit`.
+    fn head_stalled(&self, limit: Duration) -> bool {
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => false,
+            since => self.opened.elapsed().saturating_sub(Duration::from_millis(since - 1)) > limit,
+        }
+    }
 }
 
 async fn connection(
@@ -143,22 +178,18 @@ async fn connection(
 ) {
     let _admitted = admitted;
     let _ = stream.set_nodelay(true);
-    let activity: Shared = Arc::default();
+    let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
     let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let activity = service_activity.clone();
-        {
-            let mut a = lock(&activity);
-            a.in_flight += 1;
-            a.head_since = None;
-        }
+        activity.request_started();
         let mut request = request.map(axum::body::Body::new);
         request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
         let answer = app.clone().oneshot(request);
         async move {
             let response = answer.await;
-            lock(&activity).in_flight -= 1;
+            activity.request_finished();
             response
         }
     });
@@ -174,8 +205,7 @@ async fn connection(
     let stalled = async {
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
-            let since = lock(&activity).head_since;
-            if since.is_some_and(|s| s.elapsed() > header_timeout) {
+            if activity.head_stalled(header_timeout) {
                 return;
             }
         }
@@ -193,7 +223,7 @@ async fn connection(
 /// A TCP stream that notes when the first byte of a request arrives.
 struct Watched {
     inner: TcpStream,
-    activity: Shared,
+    activity: Arc<Activity>,
 }
 
 impl AsyncRead for Watched {
@@ -201,10 +231,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            let mut a = lock(&self.activity);
-            if a.in_flight == 0 && a.head_since.is_none() {
-                a.head_since = Some(Instant::now());
-            }
+            self.activity.bytes_read();
         }
         polled
     }
@@ -257,5 +284,23 @@ mod tests {
         assert_eq!(admit(&total, &clients, &limits, b).err(), Some(Refusal::Full));
         drop(first);
         assert!(admit(&total, &clients, &limits, b).is_ok());
+    }
+
+    #[test]
+    fn a_head_counts_from_its_first_byte_until_the_router_has_it() {
+        let a = Activity::new();
+        assert!(!a.head_stalled(Duration::ZERO), "no bytes, no head");
+        a.bytes_read();
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(a.head_stalled(Duration::ZERO));
+        assert!(!a.head_stalled(Duration::from_secs(60)));
+        a.request_started();
+        assert!(!a.head_stalled(Duration::ZERO), "the router has the request");
+        a.bytes_read();
+        assert!(!a.head_stalled(Duration::ZERO), "a body being read is not a head");
+        a.request_finished();
+        a.bytes_read();
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(a.head_stalled(Duration::ZERO), "the next request's head");
     }
 }
