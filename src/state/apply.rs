@@ -1,9 +1,7 @@
 use super::actions::ActionPolicy;
-use super::objects::{RegionStatus, SchedulerWeights, SyncPolicy};
+use super::objects::{SchedulerWeights, SyncPolicy};
 use super::validate;
-use super::{
-    Batch, BatchResult, Command, Detail, Domain, Error, Health, Node, Outcome, Region, Row, Site, State, Zone,
-};
+use super::{Batch, BatchResult, Command, Detail, Error, Outcome, State};
 
 impl State {
     /// Applies every command of a batch committed at log index `index`.
@@ -17,346 +15,95 @@ impl State {
     /// it was received), and it changes nothing when it returns an error.
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Outcome, Error> {
         validate::command(command)?;
+        let at = |()| Outcome::at(index);
+        let with = |detail: Detail| Outcome { revision: index, detail: Some(detail) };
         match command {
-            Command::PutRegion { name, spec, cas } => {
-                check_cas("region", name, self.regions.get(name).map(|r| r.revision), *cas)?;
-                let region = Region {
-                    name: name.clone(),
-                    cidrs: spec.cidrs.clone(),
-                    fallback: spec.fallback.clone(),
-                    revision: index,
-                };
-                self.regions.insert(name.clone(), region);
-                Ok(Outcome::at(index))
-            }
-            Command::DeleteRegion { name, cas } => {
-                check_cas("region", name, self.regions.get(name).map(|r| r.revision), *cas)?;
-                if let Some(node) = self.nodes.values().find(|n| &n.region == name) {
-                    return Err(in_use("region", name, format!("node '{}'", node.id)));
-                }
-                if let Some(site) = self.sites.values().find(|s| &s.region == name) {
-                    return Err(in_use("region", name, format!("site '{}'", site.id)));
-                }
-                self.regions.remove(name).ok_or_else(|| Error::not_found("region", name))?;
-                self.dispatch.remove_region(name);
-                self.meta.feeds.remove(name);
-                self.meta.region_status.remove(name);
-                for object in self.meta.objects.values_mut() {
-                    object.locations.remove(name);
-                }
-                Ok(Outcome::at(index))
-            }
-            Command::PutNode { id, spec, cas } => {
-                let current = self.nodes.get(id);
-                check_cas("node", id, current.map(|n| n.revision), *cas)?;
-                if !self.regions.contains_key(&spec.region) {
-                    return Err(Error::invalid(
-                        "region",
-                        format!(
-                            "region '{}' does not exist; create it first with PUT /v1/regions/{}",
-                            spec.region, spec.region
-                        ),
-                    ));
-                }
-                if let Some(site) = self.sites.get(&spec.site) {
-                    if site.region != spec.region {
-                        return Err(Error::invalid(
-                            "region",
-                            format!("site '{}' is in region '{}', not '{}'", site.id, site.region, spec.region),
-                        ));
-                    }
-                }
-                let health = current.map(|n| n.health).unwrap_or(Health::Unknown);
-                let maintenance = current.and_then(|n| n.maintenance.clone());
-                let node = Node {
-                    id: id.clone(),
-                    ip: spec.ip,
-                    region: spec.region.clone(),
-                    site: spec.site.clone(),
-                    capacity: spec.capacity,
-                    health,
-                    maintenance,
-                    revision: index,
-                };
-                self.nodes.insert(id.clone(), node);
-                Ok(Outcome::at(index))
-            }
-            Command::DeleteNode { id, cas } => {
-                check_cas("node", id, self.nodes.get(id).map(|n| n.revision), *cas)?;
-                if let Some(site) = self.sites.values().find(|s| s.pin.as_ref() == Some(id)) {
-                    return Err(in_use("node", id, format!("the pin of site '{}'", site.id)));
-                }
-                self.nodes.remove(id).ok_or_else(|| Error::not_found("node", id))?;
-                Ok(Outcome::at(index))
-            }
-            Command::PutZone { name, spec, cas } => {
-                check_cas("zone", name, self.zones.get(name).map(|z| z.revision), *cas)?;
-                let zone = Zone {
-                    name: name.clone(),
-                    ns: spec.ns.clone(),
-                    hostmaster: spec.hostmaster.clone(),
-                    revision: index,
-                };
-                self.zones.insert(name.clone(), zone);
-                Ok(Outcome::at(index))
-            }
-            Command::DeleteZone { name, cas } => {
-                check_cas("zone", name, self.zones.get(name).map(|z| z.revision), *cas)?;
-                if let Some(d) = self.domains.keys().find(|d| self.zone_of(d).map(|z| &z.name) == Some(name)) {
-                    return Err(in_use("zone", name, format!("domain '{d}'")));
-                }
-                self.zones.remove(name).ok_or_else(|| Error::not_found("zone", name))?;
-                Ok(Outcome::at(index))
-            }
-            Command::PutSite { id, region, cas } => {
-                let current = self.sites.get(id);
-                check_cas("site", id, current.map(|s| s.revision), *cas)?;
-                if !self.regions.contains_key(region) {
-                    return Err(Error::invalid("region", format!("region '{region}' does not exist")));
-                }
-                if let Some(node) = self.nodes.values().find(|n| &n.site == id && &n.region != region) {
-                    return Err(Error::invalid(
-                        "region",
-                        format!(
-                            "node '{}' of this site is in region '{}'; a site's nodes share its region",
-                            node.id, node.region
-                        ),
-                    ));
-                }
-                let pin = current.and_then(|s| s.pin.clone());
-                self.sites.insert(id.clone(), Site { id: id.clone(), region: region.clone(), pin, revision: index });
-                Ok(Outcome::at(index))
-            }
-            Command::DeleteSite { id, cas } => {
-                check_cas("site", id, self.sites.get(id).map(|s| s.revision), *cas)?;
-                if let Some(d) = self.domains.values().find(|d| d.sites.contains(id) || d.lock.as_ref() == Some(id)) {
-                    return Err(in_use("site", id, format!("domain '{}'", d.name)));
-                }
-                if let Some(n) = self.nodes.values().find(|n| &n.site == id) {
-                    return Err(in_use("site", id, format!("node '{}'", n.id)));
-                }
-                self.sites.remove(id).ok_or_else(|| Error::not_found("site", id))?;
-                Ok(Outcome::at(index))
-            }
-            Command::PinSite { id, node } => {
-                if let Some(n) = node {
-                    let Some(target) = self.nodes.get(n) else {
-                        return Err(Error::invalid("node", format!("node '{n}' does not exist")));
-                    };
-                    if target.site != *id {
-                        return Err(Error::invalid(
-                            "node",
-                            format!("node '{n}' belongs to site '{}', not '{id}'", target.site),
-                        ));
-                    }
-                }
-                let site = self.sites.get_mut(id).ok_or_else(|| Error::not_found("site", id))?;
-                site.pin = node.clone();
-                site.revision = index;
-                Ok(Outcome::at(index))
-            }
-            Command::PutDomain { name, spec, cas } => {
-                let current = self.domains.get(name);
-                check_cas("domain", name, current.map(|d| d.revision), *cas)?;
-                if self.zone_of(name).is_none() {
-                    return Err(Error::invalid(
-                        "name",
-                        format!("no zone contains '{name}'; create the zone first (PUT /v1/zones/NAME)"),
-                    ));
-                }
-                for (i, site) in spec.sites.iter().enumerate() {
-                    if !self.sites.contains_key(site) {
-                        return Err(Error::invalid(format!("sites[{i}]"), format!("site '{site}' does not exist")));
-                    }
-                }
-                let lock = current.and_then(|d| d.lock.clone());
-                let domain = Domain {
-                    name: name.clone(),
-                    sites: spec.sites.clone(),
-                    ttl: spec.ttl,
-                    lock,
-                    cname: spec.cname.clone(),
-                    revision: index,
-                };
-                self.domains.insert(name.clone(), domain);
-                Ok(Outcome::at(index))
-            }
-            Command::DeleteDomain { name, cas } => {
-                check_cas("domain", name, self.domains.get(name).map(|d| d.revision), *cas)?;
-                self.domains.remove(name).ok_or_else(|| Error::not_found("domain", name))?;
-                self.dispatch.remove_domain(name);
-                Ok(Outcome::at(index))
-            }
-            Command::LockDomain { name, site } => {
-                if let Some(s) = site {
-                    if !self.sites.contains_key(s) {
-                        return Err(Error::invalid("site", format!("site '{s}' does not exist")));
-                    }
-                }
-                let domain = self.domains.get_mut(name).ok_or_else(|| Error::not_found("domain", name))?;
-                domain.lock = site.clone();
-                domain.revision = index;
-                Ok(Outcome::at(index))
-            }
-            Command::SetMaintenance { id, reason } => {
-                let node = self.nodes.get_mut(id).ok_or_else(|| Error::not_found("node", id))?;
-                node.maintenance = reason.clone();
-                node.revision = index;
-                Ok(Outcome::at(index))
-            }
+            // The registry and the dispatch table: registry.rs.
+            Command::PutRegion { name, spec, cas } => self.put_region(index, name, spec, *cas).map(at),
+            Command::DeleteRegion { name, cas } => self.delete_region(name, *cas).map(at),
+            Command::PutNode { id, spec, cas } => self.put_node(index, id, spec, *cas).map(at),
+            Command::DeleteNode { id, cas } => self.delete_node(id, *cas).map(at),
+            Command::SetMaintenance { id, reason } => self.set_maintenance(index, id, reason).map(at),
+            Command::SetHealth { changes } => Ok(at(self.set_health(index, changes))),
+            Command::PutZone { name, spec, cas } => self.put_zone(index, name, spec, *cas).map(at),
+            Command::DeleteZone { name, cas } => self.delete_zone(name, *cas).map(at),
+            Command::PutSite { id, region, cas } => self.put_site(index, id, region, *cas).map(at),
+            Command::DeleteSite { id, cas } => self.delete_site(id, *cas).map(at),
+            Command::PinSite { id, node } => self.pin_site(index, id, node).map(at),
+            Command::PutDomain { name, spec, cas } => self.put_domain(index, name, spec, *cas).map(at),
+            Command::DeleteDomain { name, cas } => self.delete_domain(name, *cas).map(at),
+            Command::LockDomain { name, site } => self.lock_domain(index, name, site).map(at),
             Command::PutPolicy { weights, hysteresis, down_after_ms } => {
-                self.policy.weights = weights.clone();
-                self.policy.hysteresis = *hysteresis;
-                self.policy.down_after_ms = *down_after_ms;
-                self.policy.revision = index;
-                Ok(Outcome::at(index))
+                Ok(at(self.put_policy(index, weights, *hysteresis, *down_after_ms)))
             }
-            Command::SetHealth { changes } => {
-                for (id, health) in changes {
-                    // A node deleted meanwhile has no health to change.
-                    if let Some(node) = self.nodes.get_mut(id) {
-                        if node.health != *health {
-                            node.health = *health;
-                            node.revision = index;
-                        }
-                    }
-                }
-                Ok(Outcome::at(index))
-            }
-            Command::Dispatch { changes, at_ms } => {
-                for c in changes {
-                    // Rows of a domain or region deleted meanwhile are dropped.
-                    if !self.domains.contains_key(&c.domain) || !self.regions.contains_key(&c.region) {
-                        continue;
-                    }
-                    let row = Row {
-                        node: c.node.as_deref(),
-                        ip: c.ip,
-                        score: c.score,
-                        reason: c.reason,
-                        since_ms: *at_ms,
-                        revision: index,
-                    };
-                    self.dispatch.insert(&c.domain, &c.region, row);
-                }
-                Ok(Outcome::at(index))
-            }
+            Command::Dispatch { changes, at_ms } => Ok(at(self.set_dispatch(index, changes, *at_ms))),
+            // Objects, their change feeds and regions: objects.rs.
             Command::PutObject { id, write, cas, at_ms } => {
                 check_cas("object", id, self.meta.objects.get(id).map(|o| o.revision), *cas)?;
-                let outcome = self.put_object(index, id, write, *at_ms)?;
-                Ok(Outcome { revision: index, detail: Some(Detail::Object(outcome)) })
+                self.put_object(index, id, write, *at_ms).map(|o| with(Detail::Object(o)))
             }
             Command::DeleteObject { id, cas } => {
                 check_cas("object", id, self.meta.objects.get(id).map(|o| o.revision), *cas)?;
-                self.delete_object(index, id)?;
-                Ok(Outcome::at(index))
+                self.delete_object(index, id).map(at)
             }
             Command::ResolveConflict { id, resolution, at_ms } => {
-                self.resolve_conflict(index, id, resolution, *at_ms)?;
-                Ok(Outcome::at(index))
+                self.resolve_conflict(index, id, resolution, *at_ms).map(at)
             }
-            Command::MarkReplica { id, node, healthy } => {
-                self.mark_replica(index, id, node, *healthy)?;
-                Ok(Outcome::at(index))
-            }
+            Command::MarkReplica { id, node, healthy } => self.mark_replica(index, id, node, *healthy).map(at),
             Command::AckEvents { region, events, upto, at_ms } => {
-                if !self.regions.contains_key(region) {
-                    return Err(Error::not_found("region", region));
-                }
-                let acked = self.ack_events(region, events, *upto, *at_ms);
-                Ok(Outcome { revision: index, detail: Some(Detail::Count(acked)) })
+                self.require_region(region)?;
+                Ok(with(Detail::Count(self.ack_events(region, events, *upto, *at_ms))))
             }
             Command::PullObjects { region, objects } => {
-                let queued = self.pull_objects(index, region, objects)?;
-                Ok(Outcome { revision: index, detail: Some(Detail::Count(queued)) })
+                self.pull_objects(index, region, objects).map(|n| with(Detail::Count(n)))
             }
             Command::ReleaseLazy { regions } => {
-                for region in regions {
-                    self.release_held(region);
-                }
-                Ok(Outcome::at(index))
+                regions.iter().for_each(|region| self.release_held(region));
+                Ok(at(()))
             }
             Command::RegionHeartbeat { region, report, at_ms } => {
-                if !self.regions.contains_key(region) {
-                    return Err(Error::not_found("region", region));
-                }
-                let status = RegionStatus {
-                    state: report.state,
-                    sync_lag: report.sync_lag,
-                    storage_used: report.storage_used,
-                    load_level: report.load_level,
-                    last_seen_ms: *at_ms,
-                    revision: index,
-                };
-                self.meta.region_status.insert(region.clone(), status);
-                Ok(Outcome::at(index))
+                self.region_heartbeat(index, region, report, *at_ms).map(at)
             }
             Command::PutSyncPolicy { policy } => {
                 self.meta.sync = SyncPolicy { revision: index, ..policy.clone() };
-                Ok(Outcome::at(index))
+                Ok(at(()))
             }
             Command::PutScheduler { weights } => {
                 self.meta.scheduler = SchedulerWeights { revision: index, ..weights.clone() };
-                Ok(Outcome::at(index))
+                Ok(at(()))
             }
+            // Actions and anomalies: actions.rs.
             Command::SubmitAction { spec, at_ms } => {
-                let submitted = self.submit_action(index, spec, *at_ms)?;
-                Ok(Outcome { revision: index, detail: Some(Detail::Submitted(submitted)) })
+                self.submit_action(index, spec, *at_ms).map(|s| with(Detail::Submitted(s)))
             }
             Command::ClaimAction { worker, kinds, lease_ms, at_ms } => {
-                let claimed = self.claim_action(index, worker, kinds, *lease_ms, *at_ms);
-                Ok(Outcome { revision: index, detail: Some(Detail::Claimed(claimed)) })
+                Ok(with(Detail::Claimed(self.claim_action(index, worker, kinds, *lease_ms, *at_ms))))
             }
             Command::ReportAction { id, worker, attempt, ok, message, at_ms } => {
-                self.report_action(index, *id, worker, *attempt, *ok, message.clone(), *at_ms)?;
-                Ok(Outcome::at(index))
+                self.report_action(index, *id, worker, *attempt, *ok, message.clone(), *at_ms).map(at)
             }
-            Command::ExpireLeases { at_ms } => {
-                self.expire_leases(index, *at_ms);
-                Ok(Outcome::at(index))
-            }
-            Command::RunBuiltins { ids, at_ms } => {
-                let ran = self.run_builtins(index, ids, *at_ms);
-                Ok(Outcome { revision: index, detail: Some(Detail::Count(ran)) })
-            }
-            Command::ReportAnomaly { report, action, at_ms } => {
-                let (id, submitted) = self.report_anomaly(index, report, action.as_ref(), *at_ms)?;
-                Ok(Outcome { revision: index, detail: Some(Detail::Anomaly { id, submitted }) })
-            }
+            Command::ExpireLeases { at_ms } => Ok(at(self.expire_leases(index, *at_ms))),
+            Command::RunBuiltins { ids, at_ms } => Ok(with(Detail::Count(self.run_builtins(index, ids, *at_ms)))),
+            Command::ReportAnomaly { report, action, at_ms } => self
+                .report_anomaly(index, report, action.as_ref(), *at_ms)
+                .map(|(id, submitted)| with(Detail::Anomaly { id, submitted })),
             Command::ResolveAlert { fingerprint, at_ms } => {
                 let closed = self.resolve_alert(index, fingerprint, *at_ms);
-                Ok(Outcome { revision: index, detail: Some(Detail::Count(closed.is_some() as usize)) })
+                Ok(with(Detail::Count(closed.is_some() as usize)))
             }
             Command::PutActionPolicy { policy } => {
                 self.engine.policy = ActionPolicy { revision: index, ..policy.clone() };
-                Ok(Outcome::at(index))
+                Ok(at(()))
             }
             Command::PruneFinished { at_ms, keep_ms, keep_max } => {
-                let pruned = self.engine.prune_finished(*at_ms, *keep_ms, *keep_max);
-                Ok(Outcome { revision: index, detail: Some(Detail::Count(pruned)) })
+                Ok(with(Detail::Count(self.engine.prune_finished(*at_ms, *keep_ms, *keep_max))))
             }
         }
     }
-
-    /// The zone a name belongs to: the longest zone name that is the name or a suffix of
-    /// it at a label boundary.
-    pub fn zone_of(&self, name: &str) -> Option<&Zone> {
-        let mut candidate = name;
-        loop {
-            if let Some(zone) = self.zones.get(candidate) {
-                return Some(zone);
-            }
-            candidate = candidate.split_once('.')?.1;
-        }
-    }
-}
-
-fn in_use(kind: &str, id: &str, user: String) -> Error {
-    Error::InUse { kind: kind.into(), id: id.into(), user }
 }
 
 /// `cas`: the revision the client expects; 0 means "must not exist".
-fn check_cas(kind: &str, id: &str, current: Option<u64>, cas: Option<u64>) -> Result<(), Error> {
+pub(super) fn check_cas(kind: &str, id: &str, current: Option<u64>, cas: Option<u64>) -> Result<(), Error> {
     let Some(expected) = cas else { return Ok(()) };
     let current = current.unwrap_or(0);
     if current == expected {
@@ -369,7 +116,7 @@ fn check_cas(kind: &str, id: &str, current: Option<u64>, cas: Option<u64>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{NodeSpec, RegionSpec};
+    use crate::state::{Health, NodeSpec, RegionSpec};
 
     fn region(name: &str) -> Command {
         Command::PutRegion {

@@ -19,6 +19,7 @@ mod command;
 mod error;
 mod model;
 pub mod objects;
+mod registry;
 mod table;
 pub mod validate;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::clock::{Relation, VClock};
-use super::{Error, State};
+use super::{Error, RegionReport, State};
 
 /// Most versions one object may hold while a conflict waits (manual) or siblings live
 /// (fork). A write that would add one more is refused until someone resolves.
@@ -601,6 +601,27 @@ impl State {
                 }
             }
         }
+    }
+
+    /// A region reports its state; it must exist.
+    pub(super) fn region_heartbeat(
+        &mut self,
+        index: u64,
+        region: &str,
+        report: &RegionReport,
+        at_ms: u64,
+    ) -> Result<(), Error> {
+        self.require_region(region)?;
+        let status = RegionStatus {
+            state: report.state,
+            sync_lag: report.sync_lag,
+            storage_used: report.storage_used,
+            load_level: report.load_level,
+            last_seen_ms: at_ms,
+            revision: index,
+        };
+        self.meta.region_status.insert(region.into(), status);
+        Ok(())
     }
 
     /// The region has applied these events; their locations become synced.
