@@ -24,7 +24,10 @@ impl State {
             Command::PutNode { id, spec, cas } => self.put_node(index, id, spec, *cas).map(at),
             Command::DeleteNode { id, cas } => self.delete_node(id, *cas).map(at),
             Command::SetMaintenance { id, reason } => self.set_maintenance(index, id, reason).map(at),
-            Command::SetHealth { changes } => Ok(at(self.set_health(index, changes))),
+            Command::SetHealth { changes } => {
+                self.set_health(index, changes);
+                Ok(at(()))
+            }
             Command::PutZone { name, spec, cas } => self.put_zone(index, name, spec, *cas).map(at),
             Command::DeleteZone { name, cas } => self.delete_zone(name, *cas).map(at),
             Command::PutSite { id, region, cas } => self.put_site(index, id, region, *cas).map(at),
@@ -34,9 +37,13 @@ impl State {
             Command::DeleteDomain { name, cas } => self.delete_domain(name, *cas).map(at),
             Command::LockDomain { name, site } => self.lock_domain(index, name, site).map(at),
             Command::PutPolicy { weights, hysteresis, down_after_ms } => {
-                Ok(at(self.put_policy(index, weights, *hysteresis, *down_after_ms)))
+                self.put_policy(index, weights, *hysteresis, *down_after_ms);
+                Ok(at(()))
             }
-            Command::Dispatch { changes, at_ms } => Ok(at(self.set_dispatch(index, changes, *at_ms))),
+            Command::Dispatch { changes, at_ms } => {
+                self.set_dispatch(index, changes, *at_ms);
+                Ok(at(()))
+            }
             // Objects, their change feeds and regions: objects.rs.
             Command::PutObject { id, write, cas, at_ms } => {
                 check_cas("object", id, self.meta.objects.get(id).map(|o| o.revision), *cas)?;
@@ -82,7 +89,10 @@ impl State {
             Command::ReportAction { id, worker, attempt, ok, message, at_ms } => {
                 self.report_action(index, *id, worker, *attempt, *ok, message.clone(), *at_ms).map(at)
             }
-            Command::ExpireLeases { at_ms } => Ok(at(self.expire_leases(index, *at_ms))),
+            Command::ExpireLeases { at_ms } => {
+                self.expire_leases(index, *at_ms);
+                Ok(at(()))
+            }
             Command::RunBuiltins { ids, at_ms } => Ok(with(Detail::Count(self.run_builtins(index, ids, *at_ms)))),
             Command::ReportAnomaly { report, action, at_ms } => self
                 .report_anomaly(index, report, action.as_ref(), *at_ms)
