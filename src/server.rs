@@ -103,7 +103,7 @@ pub async fn run(config: Config, secrets: Secrets, shutdown: CancellationToken) 
             serve_rpc(raft_listener, peer.clone(), RpcLimits::from_config(&config.raft), shutdown.clone()),
         ),
         tasks.spawn("dispatch", crate::dispatch::run(peer.clone(), shutdown.clone())),
-        tasks.spawn("lazy release", crate::meta::run(peer.clone(), shutdown.clone())),
+        tasks.spawn("lazy release", crate::placement::run(peer.clone(), shutdown.clone())),
         tasks.spawn("action executor", crate::actions::run(peer.clone(), config.actions.clone(), shutdown.clone())),
         tasks.spawn(
             "DNS server",

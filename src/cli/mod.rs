@@ -60,14 +60,14 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
-    /// Sites (y): groups of nodes in a region; pins.
+    /// Sites: groups of nodes in a region; pins.
     Site {
         #[command(subcommand)]
         command: resource::SiteCommand,
         #[command(flatten)]
         endpoint: Endpoint,
     },
-    /// Managed domains (g): the sites that serve them; locks.
+    /// Managed domains: the sites that serve them; locks.
     Domain {
         #[command(subcommand)]
         command: resource::DomainCommand,

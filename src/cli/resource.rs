@@ -244,7 +244,7 @@ impl ZoneCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
-    /// Create or replace a site (y) in a region.
+    /// Create or replace a site in a region.
     Put {
         id: String,
         #[arg(long)]
@@ -266,7 +266,7 @@ pub enum SiteCommand {
         #[command(flatten)]
         write: WriteFlags,
     },
-    /// Pin the site to one of its nodes (y → IP), whatever the scores.
+    /// Pin the site to one of its nodes, whatever the scores.
     Pin { id: String, node: String },
     /// Lift the pin.
     Unpin { id: String },
@@ -295,7 +295,7 @@ impl SiteCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum DomainCommand {
-    /// Create or replace a managed domain (g) served by sites.
+    /// Create or replace a managed domain served by sites.
     Put {
         name: String,
         /// A site that may serve it (repeat for more).
@@ -324,7 +324,7 @@ pub enum DomainCommand {
         #[command(flatten)]
         write: WriteFlags,
     },
-    /// Lock the domain to a site (g → y) in every region.
+    /// Lock the domain to a site in every region.
     Lock { name: String, site: String },
     /// Lift the lock.
     Unlock { name: String },

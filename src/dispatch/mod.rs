@@ -18,9 +18,9 @@
 //!
 //! For every (domain, region), [`analyse::decide`] picks one node, deterministically:
 //!
-//! 1. A domain locked to a site (g → y) answers from that site in every region.
+//! 1. A domain locked to a site answers from that site in every region.
 //! 2. Otherwise the candidates are the usable nodes (committed up, not in maintenance) of
-//!    the domain's sites in that region; a site pinned to a node (y → IP) offers only that
+//!    the domain's sites in that region; a site pinned to a node offers only that
 //!    node, usable or not: locks and pins are the operator's choice and beat scores.
 //! 3. Candidates are scored by the replicated policy (`PUT /v1/policy/scoring`): a cost
 //!    from 0 to 1 weighting normalised latency, load, error rate and CPU (default 0.6

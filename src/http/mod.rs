@@ -3,7 +3,6 @@
 
 mod actions;
 mod cluster;
-mod dispatch;
 mod error;
 mod extract;
 mod limits;
@@ -11,6 +10,7 @@ pub mod listener;
 mod objects;
 mod registry;
 mod server;
+mod steering;
 mod sync;
 
 pub use error::ApiError;

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use super::extract::{cut_page, page_limit, prefix, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
-use crate::meta::{placement, schedule};
 use crate::peer::now_ms;
+use crate::placement::{replicas, schedule};
 use crate::state::clock::VClock;
 use crate::state::objects::{Object, ObjectWrite, Resolution, SchedulerWeights, Strategy, SyncMode, Version};
 use crate::state::{validate, Command, Detail, UNSTAMPED};
@@ -185,7 +185,7 @@ pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
                 .iter()
                 .filter(|(n, r)| {
                     r.state == crate::state::objects::ReplicaState::Healthy
-                        && s.nodes.get(*n).is_some_and(placement::eligible)
+                        && s.nodes.get(*n).is_some_and(replicas::eligible)
                 })
                 .map(|(n, _)| n)
                 .collect();
@@ -194,7 +194,7 @@ pub async fn repairs(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answ
             }
             let hash = o.versions.first().map(|v| v.hash.as_str()).unwrap_or(&o.id);
             let wanted = o.replicas as usize - healthy.len();
-            let targets: Vec<&String> = placement::place(s, hash, o.replicas as usize + o.holders.len())
+            let targets: Vec<&String> = replicas::place(s, hash, o.replicas as usize + o.holders.len())
                 .into_iter()
                 .map(|n| &n.id)
                 .filter(|n| !o.holders.contains_key(*n))
@@ -271,14 +271,14 @@ pub async fn placement(State(app): State<AppState>, Path(hash): Path<String>, Ra
         return Err(ApiError::invalid("rf", format!("must be between 1 and {}", validate::MAX_REPLICAS)));
     }
     read(&app, q, |s| {
-        let nodes: Vec<&String> = placement::place(s, &hash, rf as usize).into_iter().map(|n| &n.id).collect();
+        let nodes: Vec<&String> = replicas::place(s, &hash, rf as usize).into_iter().map(|n| &n.id).collect();
         Json(json!({"hash": hash, "rf": rf, "nodes": nodes, "short": rf as usize - nodes.len()}))
     })
     .await
 }
 
 pub async fn schedule(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
-    use super::dispatch::optional_in;
+    use super::steering::optional_in;
     let req = schedule::Request {
         cpu_req: optional_in(&mut body, "cpu_req", 1.0)?.unwrap_or(0.0),
         ram_req_mb: optional_in(&mut body, "ram_req_mb", 1e9)?.unwrap_or(0.0),

@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 
-use super::{actions, cluster, dispatch, objects, registry, sync, ApiError};
+use super::{actions, cluster, objects, registry, steering, sync, ApiError};
 use crate::peer::Peer;
 
 #[derive(Clone)]
@@ -36,22 +36,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/nodes", get(registry::list_nodes))
         .route("/v1/nodes/{id}", put(registry::put_node).get(registry::get_node).delete(registry::delete_node))
-        .route("/v1/nodes/{id}/heartbeat", post(dispatch::heartbeat))
-        .route("/v1/nodes/{id}/maintenance", put(dispatch::maintenance))
-        .route("/v1/zones", get(dispatch::list_zones))
-        .route("/v1/zones/{name}", put(dispatch::put_zone).get(dispatch::get_zone).delete(dispatch::delete_zone))
-        .route("/v1/sites", get(dispatch::list_sites))
-        .route("/v1/sites/{id}", put(dispatch::put_site).get(dispatch::get_site).delete(dispatch::delete_site))
-        .route("/v1/sites/{id}/pin", put(dispatch::pin_site).delete(dispatch::unpin_site))
-        .route("/v1/domains", get(dispatch::list_domains))
+        .route("/v1/nodes/{id}/heartbeat", post(steering::heartbeat))
+        .route("/v1/nodes/{id}/maintenance", put(steering::maintenance))
+        .route("/v1/zones", get(steering::list_zones))
+        .route("/v1/zones/{name}", put(steering::put_zone).get(steering::get_zone).delete(steering::delete_zone))
+        .route("/v1/sites", get(steering::list_sites))
+        .route("/v1/sites/{id}", put(steering::put_site).get(steering::get_site).delete(steering::delete_site))
+        .route("/v1/sites/{id}/pin", put(steering::pin_site).delete(steering::unpin_site))
+        .route("/v1/domains", get(steering::list_domains))
         .route(
             "/v1/domains/{name}",
-            put(dispatch::put_domain).get(dispatch::get_domain).delete(dispatch::delete_domain),
+            put(steering::put_domain).get(steering::get_domain).delete(steering::delete_domain),
         )
-        .route("/v1/domains/{name}/lock", put(dispatch::lock_domain).delete(dispatch::unlock_domain))
-        .route("/v1/dispatch", get(dispatch::table))
-        .route("/v1/resolve", get(dispatch::resolve))
-        .route("/v1/policy/scoring", put(dispatch::put_policy).get(dispatch::get_policy))
+        .route("/v1/domains/{name}/lock", put(steering::lock_domain).delete(steering::unlock_domain))
+        .route("/v1/dispatch", get(steering::table))
+        .route("/v1/resolve", get(steering::resolve))
+        .route("/v1/policy/scoring", put(steering::put_policy).get(steering::get_policy))
         .route("/v1/objects", get(objects::list_objects))
         .route("/v1/objects/{id}", put(objects::put_object).get(objects::get_object).delete(objects::delete_object))
         .route("/v1/objects/{id}/replicas", post(objects::mark_replica))

@@ -132,7 +132,7 @@ pub async fn region_heartbeat(
         .map_err(|_| ApiError::invalid("state", "must be healthy, degraded or offline"))?;
     let sync_lag = body.opt_u64("sync_lag")?.unwrap_or(0);
     let storage_used = body.opt_u64("storage_used")?.unwrap_or(0);
-    let load_level = super::dispatch::optional_in(&mut body, "load_level", 1.0)?.unwrap_or(0.0);
+    let load_level = super::steering::optional_in(&mut body, "load_level", 1.0)?.unwrap_or(0.0);
     body.finish()?;
     let report = RegionReport { state, sync_lag, storage_used, load_level };
     let outcome = app.peer.write(Command::RegionHeartbeat { region: region.clone(), report, at_ms: UNSTAMPED }).await?;

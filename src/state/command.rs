@@ -48,7 +48,7 @@ pub enum Command {
         id: String,
         cas: Option<u64>,
     },
-    /// Pin a site to a node (y → IP), or unpin it with `None`.
+    /// Pin a site to a node, or unpin it with `None`.
     PinSite {
         id: String,
         node: Option<String>,
@@ -62,7 +62,7 @@ pub enum Command {
         name: String,
         cas: Option<u64>,
     },
-    /// Lock a domain to a site (g → y), or unlock it with `None`.
+    /// Lock a domain to a site, or unlock it with `None`.
     LockDomain {
         name: String,
         site: Option<String>,

@@ -32,23 +32,23 @@ pub struct Zone {
     pub revision: u64,
 }
 
-/// A site (y): a group of nodes in one region that a domain can be served from.
+/// A site: a group of nodes in one region that a domain can be served from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Site {
     pub id: String,
     pub region: String,
-    /// Manual y → IP: the node this site answers with, whatever the scores.
+    /// Manual pin: the node this site answers with, whatever the scores.
     pub pin: Option<String>,
     pub revision: u64,
 }
 
-/// A managed domain (g): the sites that may serve it.
+/// A managed domain: the sites that may serve it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Domain {
     pub name: String,
     pub sites: Vec<String>,
     pub ttl: u32,
-    /// Manual g → y: the site this domain answers from, in every region.
+    /// Manual lock: the site this domain answers from, in every region.
     pub lock: Option<String>,
     /// An alias: the domain answers a CNAME to this name instead of electing a node.
     pub cname: Option<String>,

@@ -1,11 +1,11 @@
-//! Object metadata at run time: where objects should live and where work should run, and
-//! the leader's timer that releases lazy sync batches.
+//! Where objects live and where work runs, read from the replicated state, and the
+//! leader's timer that releases lazy sync batches.
 //!
 //! The rules that change objects (clocks, conflicts, feeds) are part of the replicated
 //! model in `state/`; this module only reads the state and, on the leader, proposes
 //! commands.
 //!
-//! - [`placement`]: rendezvous hashing of a content hash over the healthy nodes, spread
+//! - [`replicas`]: rendezvous hashing of a content hash over the healthy nodes, spread
 //!   across sites. Stable: when a node leaves, only the hashes it held move.
 //! - [`schedule`]: the best node for a workload by the metrics the heartbeats carry and the
 //!   replicated scheduler weights.
@@ -13,8 +13,8 @@
 //!   gather (released while applying) or `sync.lazy_interval_ms` passes since the first
 //!   (released by this timer, on the leader).
 
-pub mod placement;
 mod release;
+pub mod replicas;
 pub mod schedule;
 
 pub use release::run;

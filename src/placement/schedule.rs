@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::placement::eligible;
+use super::replicas::eligible;
 use crate::dispatch::NodeMetrics;
 use crate::state::objects::SchedulerWeights;
 use crate::state::State;

@@ -1,5 +1,5 @@
-//! Dispatch resources: zones, sites and domains, the manual controls (lock, pin,
-//! maintenance), heartbeats, the elected table, `resolve` and the scoring policy.
+//! Steering: zones, sites and domains, the manual controls (lock, pin, maintenance),
+//! node heartbeats, the elected table, `resolve` and the scoring policy.
 
 use std::net::IpAddr;
 
