@@ -3,6 +3,10 @@ use serde_json::Value;
 
 use super::CliError;
 
+/// The longest the CLI waits for one answer: above the longest long poll a command can
+/// ask for (`wait`, at most 60 s), with room for a write that waits out an election.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A client of one peer's HTTP API, carrying `$SWITCHBOARD_ADMIN_TOKEN` when set.
 pub struct Client {
     base: String,
@@ -15,7 +19,7 @@ impl Client {
         Self {
             base: endpoint.trim_end_matches('/').to_string(),
             token: std::env::var("SWITCHBOARD_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
-            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build().expect("HTTP client"),
+            http: reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("HTTP client"),
         }
     }
 

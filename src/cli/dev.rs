@@ -14,6 +14,12 @@ use super::{CliError, Client};
 
 const DATASET: &str = include_str!("../../cluster/example/dataset.json");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often start-up checks whether a peer answers yet: quick, as it is on loopback.
+const START_POLL: Duration = Duration::from_millis(50);
+/// How often a running dev cluster checks that none of its peers has exited.
+const EXIT_POLL: Duration = Duration::from_millis(200);
+/// How often the example nodes heartbeat: well inside the policy's `down_after_ms`.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 /// The example region whose clients the peers assume when no region lists the client
 /// (as for `dig` from 127.0.0.1).
 const DEV_REGION: &str = "sea";
@@ -166,7 +172,7 @@ async fn first_exit(peers: &mut Peers) -> usize {
                 return i;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(EXIT_POLL).await;
     }
 }
 
@@ -187,7 +193,7 @@ async fn bring_up(urls: &[String], peers: &mut Peers, dir: &std::path::Path) -> 
             if Instant::now() > deadline {
                 return Err(CliError::Dev(format!("peer {} did not answer within {START_TIMEOUT:?}", i + 1)));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(START_POLL).await;
         }
     }
     let status = clients[0].get("/v1/cluster").await?;
@@ -203,7 +209,7 @@ async fn bring_up(urls: &[String], peers: &mut Peers, dir: &std::path::Path) -> 
                     client.endpoint()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(START_POLL).await;
         }
     }
     if fresh {
@@ -227,7 +233,7 @@ async fn simulate_heartbeats(urls: Vec<String>) {
         .filter_map(|r| r["path"].as_str()?.strip_prefix("/v1/nodes/").map(str::to_string))
         .collect();
     let clients: Vec<Client> = urls.iter().map(|u| Client::new(u)).collect();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     let mut turn = 0usize;
     loop {
         tick.tick().await;

@@ -39,9 +39,15 @@ pub struct Decision {
     pub trace: Vec<String>,
 }
 
+/// The latency that costs half of the latency weight: latency maps to `l / (l + this)`,
+/// so 0 ms costs nothing and the cost rises steeply over the tens of milliseconds that
+/// tell edge nodes apart, then flattens (200 ms costs 0.8, 1 s 0.95) instead of letting
+/// one slow outlier dominate the other metrics.
+pub const LATENCY_HALF_COST_MS: f64 = 50.0;
+
 /// A node's cost under the policy's weights: 0 (ideal) to 1 (worst).
 pub fn cost(weights: &Weights, m: &NodeMetrics) -> f64 {
-    let latency = m.latency_ms.max(0.0) / (m.latency_ms.max(0.0) + 50.0);
+    let latency = m.latency_ms.max(0.0) / (m.latency_ms.max(0.0) + LATENCY_HALF_COST_MS);
     let parts = [
         (weights.latency, latency),
         (weights.load, m.load.clamp(0.0, 1.0)),

@@ -11,6 +11,12 @@ use super::snapshot::{Snapshot, ZoneData};
 
 /// TTL of the SOA and NS records, and the negative-caching TTL of RFC 2308.
 pub const SOA_TTL: u32 = 60;
+/// The SOA's timers for secondaries (RFC 1912's ranges): check the serial hourly, retry
+/// a failed check after 10 minutes, keep answering for a day without the primary.
+/// Every peer is a primary, so these only matter to a secondary outside the cluster.
+const SOA_REFRESH: i32 = 3600;
+const SOA_RETRY: i32 = 600;
+const SOA_EXPIRE: i32 = 86_400;
 /// The UDP payload this server advertises and assumes for EDNS clients that ask for less.
 pub const DEFAULT_UDP_PAYLOAD: u16 = 1232;
 /// Largest UDP payload honoured when a client advertises more.
@@ -277,7 +283,8 @@ fn fqdn(name: &str) -> Option<Name> {
 fn soa(zone: &ZoneData, serial: u64, owner: Name) -> Record {
     let mname = zone.ns.first().and_then(|(n, _)| fqdn(n)).or_else(|| fqdn(&format!("ns1.{}", zone.name)));
     let rname = fqdn(&zone.hostmaster.replacen('@', ".", 1)).unwrap_or_else(Name::root);
-    let data = SOA::new(mname.unwrap_or_else(Name::root), rname, serial as u32, 3600, 600, 86_400, SOA_TTL);
+    let data =
+        SOA::new(mname.unwrap_or_else(Name::root), rname, serial as u32, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, SOA_TTL);
     Record::from_rdata(owner, SOA_TTL, RData::SOA(data))
 }
 
