@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::extract::{after_id, cut_page, page_limit, Fields, JsonBody, Params};
+use super::extract::{after_id, cut_page, page_limit, Fields, Flags, JsonBody, Params};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
 use crate::state::actions::{Action, ActionPolicy, ActionSpec, Anomaly, AnomalyReport, Source, Status, Submitted};
@@ -501,7 +501,12 @@ fn status_view(s: &state::State, engine_status: &str) -> Json<Value> {
     }))
 }
 
-pub async fn put_action_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+pub async fn put_action_policy(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.engine.policy.clone();
     let confidence_threshold = body.f64("confidence_threshold")?.unwrap_or(current.confidence_threshold);
@@ -542,6 +547,6 @@ pub async fn put_action_policy(State(app): State<AppState>, JsonBody(mut body): 
         revision: 0,
     };
     validate::action_policy(&policy)?;
-    let outcome = app.peer.write(Command::PutActionPolicy { policy: policy.clone() }).await?;
+    let outcome = app.peer.write(Command::PutActionPolicy { policy: policy.clone() }.guarded(flags.cas)).await?;
     Ok(Json(json!({"policy": ActionPolicy { revision: outcome.revision, ..policy }, "revision": outcome.revision})))
 }

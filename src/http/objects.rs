@@ -303,7 +303,8 @@ pub async fn schedule(State(app): State<AppState>, JsonBody(mut body): JsonBody)
     }
 }
 
-pub async fn put_scheduler(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+pub async fn put_scheduler(State(app): State<AppState>, RawQuery(q): RawQuery, JsonBody(mut body): JsonBody) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     // Fields left out keep their current values: read them linearizably.
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.meta.scheduler.clone();
@@ -328,7 +329,7 @@ pub async fn put_scheduler(State(app): State<AppState>, JsonBody(mut body): Json
     };
     body.finish()?;
     validate::scheduler(&weights)?;
-    let outcome = app.peer.write(Command::PutScheduler { weights: weights.clone() }).await?;
+    let outcome = app.peer.write(Command::PutScheduler { weights: weights.clone() }.guarded(flags.cas)).await?;
     Ok(Json(
         json!({"config": SchedulerWeights { revision: outcome.revision, ..weights }, "revision": outcome.revision}),
     ))

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/alertmanager", post(actions::alertmanager))
         .route("/v1/status", get(actions::engine_status))
         .route("/v1/policy/actions", put(actions::put_action_policy))
+        .route_layer(middleware::from_fn(cas_only_where_it_applies))
         .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -91,6 +92,46 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// The writes that honour `?cas=REV`: each writes one resource that carries a revision.
+/// Anywhere else `?cas=` would be ignored, so it is refused (400) instead.
+const CAS_ROUTES: &[(&str, &[Method])] = &[
+    ("/v1/regions/{name}", &[Method::PUT, Method::DELETE]),
+    ("/v1/nodes/{id}", &[Method::PUT, Method::DELETE]),
+    ("/v1/nodes/{id}/maintenance", &[Method::PUT]),
+    ("/v1/zones/{name}", &[Method::PUT, Method::DELETE]),
+    ("/v1/sites/{id}", &[Method::PUT, Method::DELETE]),
+    ("/v1/sites/{id}/pin", &[Method::PUT, Method::DELETE]),
+    ("/v1/domains/{name}", &[Method::PUT, Method::DELETE]),
+    ("/v1/domains/{name}/lock", &[Method::PUT, Method::DELETE]),
+    ("/v1/objects/{id}", &[Method::PUT, Method::DELETE]),
+    ("/v1/policy/scoring", &[Method::PUT]),
+    ("/v1/policy/sync", &[Method::PUT]),
+    ("/v1/policy/actions", &[Method::PUT]),
+    ("/v1/scheduler/config", &[Method::PUT]),
+];
+
+fn cas_applies(method: &Method, route: &str) -> bool {
+    CAS_ROUTES.iter().any(|(r, methods)| *r == route && methods.contains(method))
+}
+
+async fn cas_only_where_it_applies(request: Request, next: Next) -> Result<Response, ApiError> {
+    let asks_cas = super::extract::Params::parse(request.uri().query()).get("cas").is_some();
+    if asks_cas {
+        let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or("");
+        if !cas_applies(request.method(), route) {
+            return Err(ApiError::invalid(
+                "cas",
+                format!(
+                    "{} {route} does not take ?cas: it writes no single resource with a revision \
+                     (docs/api.md lists the writes that do)",
+                    request.method()
+                ),
+            ));
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// With an admin token set, every /v1 write and every /v1/cluster call needs it.

@@ -127,15 +127,24 @@ pub async fn list_sites(State(app): State<AppState>, RawQuery(q): RawQuery) -> A
     Ok(Json(json!({ "sites": sites })))
 }
 
-pub async fn pin_site(State(app): State<AppState>, Path(id): Path<String>, JsonBody(mut body): JsonBody) -> Answer {
+pub async fn pin_site(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     let node = body.string("node")?;
     body.finish()?;
     validate::label("node", &node)?;
-    write(&app, Command::PinSite { id: id.clone(), node: Some(node.clone()) }, json!({"id": id, "pin": node})).await
+    let command = Command::PinSite { id: id.clone(), node: Some(node.clone()) }.guarded(flags.cas);
+    write(&app, command, json!({"id": id, "pin": node})).await
 }
 
-pub async fn unpin_site(State(app): State<AppState>, Path(id): Path<String>) -> Answer {
-    write(&app, Command::PinSite { id: id.clone(), node: None }, json!({"id": id, "pin": null})).await
+pub async fn unpin_site(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
+    let command = Command::PinSite { id: id.clone(), node: None }.guarded(flags.cas);
+    write(&app, command, json!({"id": id, "pin": null})).await
 }
 
 // ---- domains ----
@@ -184,28 +193,34 @@ pub async fn list_domains(State(app): State<AppState>, RawQuery(q): RawQuery) ->
 pub async fn lock_domain(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    RawQuery(q): RawQuery,
     JsonBody(mut body): JsonBody,
 ) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     let site = body.string("site")?;
     body.finish()?;
     validate::label("site", &site)?;
     let name = validate::normalize_name(&name);
-    write(
-        &app,
-        Command::LockDomain { name: name.clone(), site: Some(site.clone()) },
-        json!({"name": name, "lock": site}),
-    )
-    .await
+    let command = Command::LockDomain { name: name.clone(), site: Some(site.clone()) }.guarded(flags.cas);
+    write(&app, command, json!({"name": name, "lock": site})).await
 }
 
-pub async fn unlock_domain(State(app): State<AppState>, Path(name): Path<String>) -> Answer {
+pub async fn unlock_domain(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     let name = validate::normalize_name(&name);
-    write(&app, Command::LockDomain { name: name.clone(), site: None }, json!({"name": name, "lock": null})).await
+    let command = Command::LockDomain { name: name.clone(), site: None }.guarded(flags.cas);
+    write(&app, command, json!({"name": name, "lock": null})).await
 }
 
 // ---- nodes: maintenance and heartbeats ----
 
-pub async fn maintenance(State(app): State<AppState>, Path(id): Path<String>, JsonBody(mut body): JsonBody) -> Answer {
+pub async fn maintenance(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     let enabled = body.bool("enabled")?;
     let reason = body.opt_string("reason")?.unwrap_or_else(|| "maintenance".into());
     body.finish()?;
@@ -213,12 +228,8 @@ pub async fn maintenance(State(app): State<AppState>, Path(id): Path<String>, Js
         return Err(ApiError::invalid("reason", format!("is over {} characters", validate::MAX_REASON_LEN)));
     }
     let reason = enabled.then_some(reason);
-    write(
-        &app,
-        Command::SetMaintenance { id: id.clone(), reason: reason.clone() },
-        json!({"id": id, "maintenance": reason}),
-    )
-    .await
+    let command = Command::SetMaintenance { id: id.clone(), reason: reason.clone() }.guarded(flags.cas);
+    write(&app, command, json!({"id": id, "maintenance": reason})).await
 }
 
 pub async fn heartbeat(
@@ -359,7 +370,8 @@ pub async fn get_policy(State(app): State<AppState>, RawQuery(q): RawQuery) -> A
     Ok(Json(json!(policy)))
 }
 
-pub async fn put_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+pub async fn put_policy(State(app): State<AppState>, RawQuery(q): RawQuery, JsonBody(mut body): JsonBody) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     // Fields not given keep their values: merge with the current policy, not a stale copy.
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.policy.clone();
@@ -380,5 +392,5 @@ pub async fn put_policy(State(app): State<AppState>, JsonBody(mut body): JsonBod
     body.finish()?;
     validate::policy(&weights, hysteresis, down_after_ms)?;
     let extra = json!({"weights": weights, "hysteresis": hysteresis, "down_after_ms": down_after_ms});
-    write(&app, Command::PutPolicy { weights, hysteresis, down_after_ms }, extra).await
+    write(&app, Command::PutPolicy { weights, hysteresis, down_after_ms }.guarded(flags.cas), extra).await
 }

@@ -171,7 +171,12 @@ pub async fn overview(State(app): State<AppState>, RawQuery(q): RawQuery) -> Ans
     .await
 }
 
-pub async fn put_sync_policy(State(app): State<AppState>, JsonBody(mut body): JsonBody) -> Answer {
+pub async fn put_sync_policy(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+    JsonBody(mut body): JsonBody,
+) -> Answer {
+    let flags = Flags::parse(q.as_deref())?;
     // Fields left out keep their current values: read them linearizably.
     app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
     let current = app.peer.state.read().state.meta.sync.clone();
@@ -191,7 +196,7 @@ pub async fn put_sync_policy(State(app): State<AppState>, JsonBody(mut body): Js
     };
     body.finish()?;
     validate::sync_policy(&policy)?;
-    let outcome = app.peer.write(Command::PutSyncPolicy { policy: policy.clone() }).await?;
+    let outcome = app.peer.write(Command::PutSyncPolicy { policy: policy.clone() }.guarded(flags.cas)).await?;
     Ok(Json(json!({"policy": SyncPolicy { revision: outcome.revision, ..policy }, "revision": outcome.revision})))
 }
 

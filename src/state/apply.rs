@@ -108,6 +108,27 @@ impl State {
             Command::PruneFinished { at_ms, keep_ms, keep_max } => {
                 Ok(with(Detail::Count(self.engine.prune_finished(*at_ms, *keep_ms, *keep_max))))
             }
+            Command::Guarded { cas, command } => {
+                let (kind, id, current) = self.revision_of(command);
+                check_cas(kind, &id, current, Some(*cas))?;
+                self.apply(index, command)
+            }
+        }
+    }
+
+    /// The resource a guardable command writes, and its revision (`None`: it does not
+    /// exist). Only called for what [`Command::guardable`] accepts, as validated.
+    fn revision_of(&self, command: &Command) -> (&'static str, String, Option<u64>) {
+        match command {
+            Command::PinSite { id, .. } => ("site", id.clone(), self.sites.get(id).map(|s| s.revision)),
+            Command::LockDomain { name, .. } => ("domain", name.clone(), self.domains.get(name).map(|d| d.revision)),
+            Command::SetMaintenance { id, .. } => ("node", id.clone(), self.nodes.get(id).map(|n| n.revision)),
+            Command::PutPolicy { .. } => ("policy", "scoring".into(), Some(self.policy.revision)),
+            Command::PutSyncPolicy { .. } => ("policy", "sync".into(), Some(self.meta.sync.revision)),
+            Command::PutScheduler { .. } => ("policy", "scheduler".into(), Some(self.meta.scheduler.revision)),
+            Command::PutActionPolicy { .. } => ("policy", "actions".into(), Some(self.engine.policy.revision)),
+            // Not reached: `validate::command` refuses any other command under a guard.
+            _ => ("resource", String::new(), None),
         }
     }
 }
@@ -200,6 +221,35 @@ mod tests {
         let gone = s.apply(7, &Command::DeleteSite { id: "s1".into(), cas: None });
         assert!(matches!(gone, Err(Error::InUse { .. })));
         assert_eq!(s.sites["s1"].region, "sea");
+    }
+
+    #[test]
+    fn a_guarded_write_applies_at_its_revision_only() {
+        let mut s = State::default();
+        s.apply(1, &region("sea")).unwrap();
+        s.apply(2, &Command::PutSite { id: "s1".into(), region: "sea".into(), cas: None }).unwrap();
+        s.apply(3, &node("n1", "sea", None)).unwrap();
+        let pin = |cas| Command::PinSite { id: "s1".into(), node: Some("n1".into()) }.guarded(Some(cas));
+        let before = s.clone();
+        let err = s.apply(4, &pin(1)).unwrap_err();
+        assert_eq!(err, Error::CasMismatch { kind: "site".into(), id: "s1".into(), expected: 1, current: 2 });
+        assert_eq!(s, before);
+        assert_eq!(s.apply(5, &pin(2)).unwrap().revision, 5);
+        assert_eq!(s.sites["s1"].pin.as_deref(), Some("n1"));
+        // Singletons: the policy never written is at revision 0.
+        let policy = |cas| {
+            Command::PutPolicy { weights: s.policy.weights.clone(), hysteresis: 0.1, down_after_ms: 1500 }
+                .guarded(Some(cas))
+        };
+        let (at_0, at_6) = (policy(0), policy(6));
+        s.apply(6, &at_0).unwrap();
+        assert!(matches!(s.apply(7, &at_0), Err(Error::CasMismatch { current: 6, .. })));
+        s.apply(8, &at_6).unwrap();
+        // Nothing else may be guarded: those commands carry `cas` of their own, or none applies.
+        let nested = pin(8).guarded(Some(8));
+        assert!(matches!(s.apply(9, &nested), Err(Error::Invalid { field, .. }) if field == "cas"));
+        let heartbeat = Command::SetHealth { changes: vec![] }.guarded(Some(0));
+        assert!(matches!(s.apply(9, &heartbeat), Err(Error::Invalid { field, .. }) if field == "cas"));
     }
 
     #[test]

@@ -315,6 +315,14 @@ fn action_command() -> impl Strategy<Value = Command> {
     ]
 }
 
+/// Any command under `?cas=`: guardable ones at a revision that may or may not match,
+/// and others, which must be refused.
+fn guarded_command() -> impl Strategy<Value = Command> {
+    let command = prop_oneof![registry_command().boxed(), object_command().boxed(), action_command().boxed()];
+    (command, prop_oneof![0..12u64, number()])
+        .prop_map(|(command, cas)| command.guarded(Some(cas)))
+}
+
 /// Commands that build the state a later command can refer to, always well-formed.
 fn setup() -> Vec<Command> {
     let region = |name: &str| Command::PutRegion {
@@ -349,7 +357,10 @@ fn setup() -> Vec<Command> {
 }
 
 fn commands() -> impl Strategy<Value = Vec<Command>> {
-    vec(prop_oneof![registry_command(), object_command(), action_command()], 1..120)
+    vec(
+        prop_oneof![6 => registry_command(), 6 => object_command(), 6 => action_command(), 1 => guarded_command()],
+        1..120,
+    )
 }
 
 fn bytes(state: &State) -> Vec<u8> {

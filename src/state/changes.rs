@@ -43,6 +43,9 @@ pub const TOPICS: &[&str] = &[
 impl State {
     /// The changes a command that applied successfully at `index` made.
     pub fn changes(&self, index: u64, command: &Command) -> Vec<Change> {
+        if let Command::Guarded { command, .. } = command {
+            return self.changes(index, command);
+        }
         let mut out = Vec::new();
         let mut put = |topic: &'static str, key: &str| {
             out.push(Change { revision: index, topic, key: key.to_string(), op: Op::Put })
@@ -114,6 +117,7 @@ impl State {
             | Command::DeleteObject { .. } => {}
             // Forgetting finished history is retention, not a change a watcher acts on.
             Command::PruneFinished { .. } => {}
+            Command::Guarded { .. } => {}
         }
         let deleted = match command {
             Command::DeleteRegion { name, .. } => Some(("region", name)),

@@ -187,6 +187,13 @@ pub enum Command {
         keep_ms: u64,
         keep_max: u32,
     },
+    /// `command` applied only if the resource it writes is at revision `cas` (0: never
+    /// written), as `?cas=` asks. For the commands that carry no `cas` of their own: a
+    /// pin, a lock, maintenance and the policies ([`Command::guardable`]).
+    Guarded {
+        cas: u64,
+        command: Box<Command>,
+    },
 }
 
 /// The `at_ms` of a command built by a request handler: the leader replaces it with its own
@@ -209,6 +216,7 @@ impl Command {
             | Command::ReportAction { at_ms, .. }
             | Command::ReportAnomaly { at_ms, .. }
             | Command::ResolveAlert { at_ms, .. } => *at_ms = now_ms,
+            Command::Guarded { command, .. } => command.stamp(now_ms),
             _ => {}
         }
     }
@@ -217,6 +225,7 @@ impl Command {
     /// `None` for commands that write several, or none a client holds a revision of.
     pub fn resource(&self) -> Option<String> {
         let (kind, id): (&str, String) = match self {
+            Command::Guarded { command, .. } => return command.resource(),
             Command::PutRegion { name, .. } | Command::DeleteRegion { name, .. } => ("region", name.clone()),
             Command::PutNode { id, .. } | Command::DeleteNode { id, .. } | Command::SetMaintenance { id, .. } => {
                 ("node", id.clone())
@@ -241,6 +250,31 @@ impl Command {
             _ => return None,
         };
         Some(format!("{kind}/{id}"))
+    }
+}
+
+impl Command {
+    /// Whether [`Command::Guarded`] may wrap this command: it writes one resource that
+    /// carries a revision, and has no `cas` of its own.
+    pub fn guardable(&self) -> bool {
+        matches!(
+            self,
+            Command::PinSite { .. }
+                | Command::LockDomain { .. }
+                | Command::SetMaintenance { .. }
+                | Command::PutPolicy { .. }
+                | Command::PutSyncPolicy { .. }
+                | Command::PutScheduler { .. }
+                | Command::PutActionPolicy { .. }
+        )
+    }
+
+    /// This command under `?cas=`, if one was given.
+    pub fn guarded(self, cas: Option<u64>) -> Command {
+        match cas {
+            Some(cas) => Command::Guarded { cas, command: Box::new(self) },
+            None => self,
+        }
     }
 }
 

@@ -470,6 +470,10 @@ pub fn between(field: &str, value: u64, min: u64, max: u64) -> Result<(), Error>
 /// deterministic error on every peer, and the log moves on.
 pub fn command(c: &Command) -> Result<(), Error> {
     match c {
+        Command::Guarded { command: inner, .. } => match inner.guardable() {
+            true => command(inner),
+            false => Err(Error::invalid("cas", "does not apply to this write; see docs/api.md for where it does")),
+        },
         Command::PutRegion { name, spec, .. } => {
             region_spec(name, spec)?;
             for (i, net) in spec.cidrs.iter().enumerate() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::util::{eventually, Cluster};
 
@@ -131,6 +131,68 @@ async fn compare_and_set_works_both_ways() {
     assert_eq!(status, 404);
     let (status, _) = c.call(3, Method::PUT, "/v1/nodes/k?cas=bogus", body(1)).await;
     assert_eq!(status, 400);
+}
+
+/// `?cas=` on a pin, a lock, maintenance and every policy: applied at the resource's
+/// revision only. Where it cannot apply (a heartbeat, a submission, any read) it is
+/// refused, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_guards_pins_locks_maintenance_and_policies() {
+    let c = Cluster::start(3).await;
+    let setup: [(&str, Value); 5] = [
+        ("/v1/regions/r1", json!({"cidrs": []})),
+        ("/v1/nodes/n1", json!({"ip": "192.0.2.1", "region": "r1", "site": "s1", "capacity": 1})),
+        ("/v1/sites/s1", json!({"region": "r1"})),
+        ("/v1/zones/example.test", json!({"ns": [], "hostmaster": "ops@example.test"})),
+        ("/v1/domains/www.example.test", json!({"sites": ["s1"]})),
+    ];
+    for (path, body) in setup {
+        let (status, answer) = c.call(1, Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    // Each: the write, its body, and where GET shows the revision it is guarded by.
+    let guarded: [(Method, &str, Value, &str); 9] = [
+        (Method::PUT, "/v1/sites/s1/pin", json!({"node": "n1"}), "/v1/sites/s1"),
+        (Method::DELETE, "/v1/sites/s1/pin", Value::Null, "/v1/sites/s1"),
+        (Method::PUT, "/v1/domains/www.example.test/lock", json!({"site": "s1"}), "/v1/domains/www.example.test"),
+        (Method::DELETE, "/v1/domains/www.example.test/lock", Value::Null, "/v1/domains/www.example.test"),
+        (Method::PUT, "/v1/nodes/n1/maintenance", json!({"enabled": true}), "/v1/nodes/n1"),
+        (Method::PUT, "/v1/policy/scoring", json!({"hysteresis": 0.2}), "/v1/policy/scoring"),
+        (Method::PUT, "/v1/policy/sync", json!({"batch_size": 50}), "/v1/sync"),
+        (Method::PUT, "/v1/policy/actions", json!({"max_active": 3}), "/v1/status"),
+        (Method::PUT, "/v1/scheduler/config", json!({"w_cpu": 2.0}), "/v1/scheduler/config"),
+    ];
+    for (method, path, body, read_at) in guarded {
+        let body = (!body.is_null()).then_some(body);
+        let (_, before) = c.call(1, Method::GET, read_at, None).await;
+        let rev = revision_in(&before).unwrap_or_else(|| panic!("no revision in GET {read_at}: {before}"));
+        let stale = rev + 1000;
+        let (status, answer) = c.call(2, method.clone(), &format!("{path}?cas={stale}"), body.clone()).await;
+        assert_eq!((status, answer["error"].as_str()), (409, Some("cas_mismatch")), "{method} {path}: {answer}");
+        let (_, unchanged) = c.call(1, Method::GET, read_at, None).await;
+        assert_eq!(revision_in(&unchanged), Some(rev), "{method} {path} refused, yet {read_at} changed");
+        let (status, answer) = c.call(3, method.clone(), &format!("{path}?cas={rev}"), body).await;
+        assert_eq!(status, 200, "{method} {path}?cas={rev}: {answer}");
+        assert!(answer["revision"].as_u64() > Some(rev), "{method} {path}: {answer}");
+    }
+    let refused: [(Method, &str, Option<Value>); 4] = [
+        (Method::POST, "/v1/nodes/n1/heartbeat?cas=1", Some(json!({}))),
+        (Method::POST, "/v1/actions?cas=1", Some(json!({"type": "noop", "target": "x"}))),
+        (Method::GET, "/v1/nodes/n1?cas=1", None),
+        (Method::GET, "/v1/dispatch?cas=0", None),
+    ];
+    for (method, path, body) in refused {
+        let (status, answer) = c.call(1, method.clone(), path, body).await;
+        assert_eq!((status, answer["field"].as_str()), (400, Some("cas")), "{method} {path}: {answer}");
+    }
+}
+
+/// The revision a GET answers: at the top, or in the one document it wraps.
+fn revision_in(v: &Value) -> Option<u64> {
+    v["revision"].as_u64().or_else(|| {
+        let policy = if v["policy"].is_object() { &v["policy"] } else { &v["config"] };
+        policy["revision"].as_u64()
+    })
 }
 
 /// Concurrent writes of one resource each get their own revision (group commit puts them in
