@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::client::{print, Client};
-use super::resource::{read_query, ReadFlags};
+use super::resource::{read_query, write_query, ReadFlags, WriteFlags};
 use super::CliError;
 
 fn required<T>(value: Option<T>, flag: &str, example: &str) -> Result<T, CliError> {
@@ -137,6 +137,8 @@ pub enum ActionCommand {
         /// Empty the list of exclusive pairs.
         #[arg(long, conflicts_with = "exclusive")]
         no_exclusive: bool,
+        #[command(flatten)]
+        write: WriteFlags,
     },
 }
 
@@ -211,6 +213,7 @@ impl ActionCommand {
                 rate_window_ms,
                 exclusive,
                 no_exclusive,
+                write,
             } => {
                 let mut body = Map::new();
                 for (k, v) in [
@@ -236,7 +239,8 @@ impl ActionCommand {
                     let status = client.get("/v1/status").await?;
                     json!({"policy": status["policy"]})
                 } else {
-                    client.call(Method::PUT, "/v1/policy/actions", Some(&Value::Object(body))).await?
+                    let path = format!("/v1/policy/actions{}", write_query(&write));
+                    client.call(Method::PUT, &path, Some(&Value::Object(body))).await?
                 }
             }
         };

@@ -16,7 +16,8 @@ pub struct ReadFlags {
 
 #[derive(Debug, clap::Args)]
 pub struct WriteFlags {
-    /// Apply only if the resource is still at this revision (0: must not exist).
+    /// Apply only if the resource (for a pin, the site; a lock, the domain; maintenance,
+    /// the node; a policy, the policy) is still at this revision (0: must not exist).
     #[arg(long)]
     cas: Option<u64>,
 }
@@ -148,6 +149,8 @@ pub enum NodeCommand {
         off: bool,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        write: WriteFlags,
     },
     /// Send one heartbeat for the node (agents normally do this every 500 ms).
     Heartbeat {
@@ -176,12 +179,13 @@ impl NodeCommand {
             NodeCommand::Get { id, read } => api.get(&id, &read).await?,
             NodeCommand::List { read } => api.list(&read).await?,
             NodeCommand::Delete { id, write } => api.delete(&id, &write).await?,
-            NodeCommand::Maintenance { id, on, off, reason } => {
+            NodeCommand::Maintenance { id, on, off, reason, write } => {
                 if on == off {
                     return Err(CliError::Usage("give --on or --off".into()));
                 }
                 let body = json!({ "enabled": on, "reason": reason });
-                client.call(Method::PUT, &format!("/v1/nodes/{id}/maintenance"), Some(&body)).await?
+                let path = format!("/v1/nodes/{id}/maintenance{}", write_query(&write));
+                client.call(Method::PUT, &path, Some(&body)).await?
             }
             NodeCommand::Heartbeat { id, cpu, load, latency_ms, error_rate, bandwidth_mbps } => {
                 let body = json!({ "cpu": cpu, "load": load, "latency_ms": latency_ms, "error_rate": error_rate, "bandwidth_mbps": bandwidth_mbps });
@@ -267,9 +271,18 @@ pub enum SiteCommand {
         write: WriteFlags,
     },
     /// Pin the site to one of its nodes, whatever the scores.
-    Pin { id: String, node: String },
+    Pin {
+        id: String,
+        node: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
     /// Lift the pin.
-    Unpin { id: String },
+    Unpin {
+        id: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
 }
 
 impl SiteCommand {
@@ -283,10 +296,13 @@ impl SiteCommand {
             SiteCommand::Get { id, read } => api.get(&id, &read).await?,
             SiteCommand::List { read } => api.list(&read).await?,
             SiteCommand::Delete { id, write } => api.delete(&id, &write).await?,
-            SiteCommand::Pin { id, node } => {
-                client.call(Method::PUT, &format!("/v1/sites/{id}/pin"), Some(&json!({ "node": node }))).await?
+            SiteCommand::Pin { id, node, write } => {
+                let path = format!("/v1/sites/{id}/pin{}", write_query(&write));
+                client.call(Method::PUT, &path, Some(&json!({ "node": node }))).await?
             }
-            SiteCommand::Unpin { id } => client.call(Method::DELETE, &format!("/v1/sites/{id}/pin"), None).await?,
+            SiteCommand::Unpin { id, write } => {
+                client.call(Method::DELETE, &format!("/v1/sites/{id}/pin{}", write_query(&write)), None).await?
+            }
         };
         print(&answer);
         Ok(())
@@ -325,9 +341,18 @@ pub enum DomainCommand {
         write: WriteFlags,
     },
     /// Lock the domain to a site in every region.
-    Lock { name: String, site: String },
+    Lock {
+        name: String,
+        site: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
     /// Lift the lock.
-    Unlock { name: String },
+    Unlock {
+        name: String,
+        #[command(flatten)]
+        write: WriteFlags,
+    },
 }
 
 impl DomainCommand {
@@ -344,11 +369,12 @@ impl DomainCommand {
             DomainCommand::Get { name, read } => api.get(&name, &read).await?,
             DomainCommand::List { read } => api.list(&read).await?,
             DomainCommand::Delete { name, write } => api.delete(&name, &write).await?,
-            DomainCommand::Lock { name, site } => {
-                client.call(Method::PUT, &format!("/v1/domains/{name}/lock"), Some(&json!({ "site": site }))).await?
+            DomainCommand::Lock { name, site, write } => {
+                let path = format!("/v1/domains/{name}/lock{}", write_query(&write));
+                client.call(Method::PUT, &path, Some(&json!({ "site": site }))).await?
             }
-            DomainCommand::Unlock { name } => {
-                client.call(Method::DELETE, &format!("/v1/domains/{name}/lock"), None).await?
+            DomainCommand::Unlock { name, write } => {
+                client.call(Method::DELETE, &format!("/v1/domains/{name}/lock{}", write_query(&write)), None).await?
             }
         };
         print(&answer);
@@ -389,6 +415,8 @@ pub enum DispatchCommand {
         /// A node is down after this many milliseconds without a heartbeat.
         #[arg(long)]
         down_after_ms: Option<u64>,
+        #[command(flatten)]
+        write: WriteFlags,
     },
 }
 
@@ -403,7 +431,7 @@ impl DispatchCommand {
                 client.get(&format!("/v1/resolve?name={name}{query}")).await?
             }
             DispatchCommand::Policy => client.get("/v1/policy/scoring").await?,
-            DispatchCommand::SetPolicy { latency, load, error_rate, cpu, hysteresis, down_after_ms } => {
+            DispatchCommand::SetPolicy { latency, load, error_rate, cpu, hysteresis, down_after_ms, write } => {
                 let mut body = serde_json::Map::new();
                 let fields = [
                     ("latency", latency),
@@ -420,7 +448,8 @@ impl DispatchCommand {
                 if let Some(d) = down_after_ms {
                     body.insert("down_after_ms".into(), json!(d));
                 }
-                client.call(Method::PUT, "/v1/policy/scoring", Some(&serde_json::Value::Object(body))).await?
+                let path = format!("/v1/policy/scoring{}", write_query(&write));
+                client.call(Method::PUT, &path, Some(&serde_json::Value::Object(body))).await?
             }
         };
         print(&answer);

@@ -319,8 +319,7 @@ fn action_command() -> impl Strategy<Value = Command> {
 /// and others, which must be refused.
 fn guarded_command() -> impl Strategy<Value = Command> {
     let command = prop_oneof![registry_command().boxed(), object_command().boxed(), action_command().boxed()];
-    (command, prop_oneof![0..12u64, number()])
-        .prop_map(|(command, cas)| command.guarded(Some(cas)))
+    (command, prop_oneof![0..12u64, number()]).prop_map(|(command, cas)| command.guarded(Some(cas)))
 }
 
 /// Commands that build the state a later command can refer to, always well-formed.
