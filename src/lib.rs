@@ -9,14 +9,16 @@
 //! - [`peer`]: a running peer (writes through the leader, reads, membership);
 //! - [`dispatch`]: failure detection, scoring and election of the node for each domain;
 //! - [`dns`]: authoritative DNS from the local copy of the elected table;
-//! - [`meta`]: object placement, workload scheduling and the lazy-sync timer;
+//! - [`placement`]: object placement, workload scheduling and the lazy-sync timer;
 //! - [`actions`]: the leader's executor of built-in remediation actions and lease timer;
+//! - [`api`]: the documents of the API, typed, shared by [`http`] and [`cli`];
 //! - [`http`]: the API;
 //! - [`cli`]: the `switchboard` command, including `serve` and `dev`;
 //! - [`supervise`]: a peer's background tasks, none of which may end unnoticed;
 //! - [`net`]: what every TCP listener shares (accept backoff, places per client).
 
 pub mod actions;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -2,10 +2,12 @@
 
 use clap::Subcommand;
 use reqwest::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::client::{print, Client};
 use super::CliError;
+use crate::api::registry::{DomainBody, NodeBody, RegionBody, SiteBody, ZoneBody};
 
 #[derive(Debug, clap::Args)]
 pub struct ReadFlags {
@@ -46,8 +48,10 @@ impl<'a> Collection<'a> {
         Self { client, path }
     }
 
-    pub async fn put(&self, id: &str, body: &Value, write: &WriteFlags) -> Result<Value, CliError> {
-        self.client.call(Method::PUT, &format!("{}/{id}{}", self.path, write_query(write)), Some(body)).await
+    /// `body`: one of the API's documents (`crate::api`), or JSON built by hand.
+    pub async fn put(&self, id: &str, body: &impl Serialize, write: &WriteFlags) -> Result<Value, CliError> {
+        let body = serde_json::to_value(body).expect("the API's documents serialise to JSON");
+        self.client.call(Method::PUT, &format!("{}/{id}{}", self.path, write_query(write)), Some(&body)).await
     }
 
     pub async fn get(&self, id: &str, read: &ReadFlags) -> Result<Value, CliError> {
@@ -98,8 +102,7 @@ impl RegionCommand {
         let api = Collection::new(client, "/v1/regions");
         let answer = match self {
             RegionCommand::Put { name, cidrs, fallback, write } => {
-                let body = json!({ "cidrs": cidrs, "fallback": fallback });
-                api.put(&name, &body, &write).await?
+                api.put(&name, &RegionBody { cidrs, fallback, ..Default::default() }, &write).await?
             }
             RegionCommand::Get { name, read } => api.get(&name, &read).await?,
             RegionCommand::List { read } => api.list(&read).await?,
@@ -173,7 +176,8 @@ impl NodeCommand {
         let api = Collection::new(client, "/v1/nodes");
         let answer = match self {
             NodeCommand::Put { id, ip, region, site, capacity, write } => {
-                let body = json!({ "ip": ip, "region": region, "site": site, "capacity": capacity });
+                let body =
+                    NodeBody { ip, region, site, capacity, id: None, health: None, maintenance: None, revision: None };
                 api.put(&id, &body, &write).await?
             }
             NodeCommand::Get { id, read } => api.get(&id, &read).await?,
@@ -231,11 +235,7 @@ impl ZoneCommand {
         let api = Collection::new(client, "/v1/zones");
         let answer = match self {
             ZoneCommand::Put { name, ns, hostmaster, write } => {
-                let mut body = json!({ "ns": ns });
-                if let Some(h) = hostmaster {
-                    body["hostmaster"] = json!(h);
-                }
-                api.put(&name, &body, &write).await?
+                api.put(&name, &ZoneBody { ns, hostmaster, ..Default::default() }, &write).await?
             }
             ZoneCommand::Get { name, read } => api.get(&name, &read).await?,
             ZoneCommand::List { read } => api.list(&read).await?,
@@ -290,8 +290,7 @@ impl SiteCommand {
         let api = Collection::new(client, "/v1/sites");
         let answer = match self {
             SiteCommand::Put { id, region, write } => {
-                let body = json!({ "region": region });
-                api.put(&id, &body, &write).await?
+                api.put(&id, &SiteBody { region, id: None, pin: None, revision: None }, &write).await?
             }
             SiteCommand::Get { id, read } => api.get(&id, &read).await?,
             SiteCommand::List { read } => api.list(&read).await?,
@@ -360,11 +359,7 @@ impl DomainCommand {
         let api = Collection::new(client, "/v1/domains");
         let answer = match self {
             DomainCommand::Put { name, sites, ttl, cname, write } => {
-                let mut body = json!({ "sites": sites, "cname": cname });
-                if let Some(t) = ttl {
-                    body["ttl"] = json!(t);
-                }
-                api.put(&name, &body, &write).await?
+                api.put(&name, &DomainBody { sites, ttl, cname, ..Default::default() }, &write).await?
             }
             DomainCommand::Get { name, read } => api.get(&name, &read).await?,
             DomainCommand::List { read } => api.list(&read).await?,

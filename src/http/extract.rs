@@ -9,36 +9,14 @@ use serde_json::{Map, Value};
 use super::{ApiError, AppState};
 use crate::peer::Consistency;
 
-/// A JSON object body of at most `http.max_body_bytes`.
+/// A JSON object body of at most `http.max_body_bytes`, read field by field.
 pub struct JsonBody(pub Fields);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.max_body_bytes;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the request body is over the limit of {limit} bytes"),
-            )
-        };
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
-        }
-        let body_timeout = state.limits.body_timeout;
-        let bytes = tokio::time::timeout(body_timeout, axum::body::to_bytes(req.into_body(), limit))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!("the request body did not arrive within {} ms", body_timeout.as_millis()),
-                )
-            })?
-            .map_err(|_| too_large())?;
+        let bytes = read_body(req, state).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError {
             field: Some("body".into()),
             ..ApiError::invalid("body", format!("not valid JSON: {e}"))
@@ -48,6 +26,47 @@ impl FromRequest<AppState> for JsonBody {
             _ => Err(ApiError::invalid("body", "must be a JSON object")),
         }
     }
+}
+
+/// A JSON object body of at most `http.max_body_bytes`, as one of the API's documents
+/// (`crate::api`); a refusal names the field at fault.
+pub struct Typed<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for Typed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        Ok(Typed(crate::api::parse(&bytes)?))
+    }
+}
+
+/// The body, once it has all arrived within `http.body_timeout_ms` and under
+/// `http.max_body_bytes`.
+async fn read_body(req: Request<Body>, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let body_timeout = state.limits.body_timeout;
+    tokio::time::timeout(body_timeout, axum::body::to_bytes(req.into_body(), limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the request body did not arrive within {} ms", body_timeout.as_millis()),
+            )
+        })?
+        .map_err(|_| too_large())
 }
 
 /// The fields of a JSON object, taken one at a time; [`Fields::finish`] rejects any left.
@@ -169,25 +188,6 @@ impl Fields {
                 .collect(),
             Some(_) => Err(ApiError::invalid(name, "must be a list of numbers")),
         }
-    }
-
-    /// Takes the fields a GET of the resource answers and a PUT does not set, so that a
-    /// document read from the API can be written back as it is: the key named in the path
-    /// (`key`: its name and the path's value), which must match if given, `revision`, and
-    /// `others` (state set through endpoints of its own, e.g. a domain's lock). Ignored.
-    pub fn read_only(&mut self, key: (&str, &str), others: &[&str]) -> Result<(), ApiError> {
-        if let Some(given) = self.map.remove(key.0) {
-            if given.as_str() != Some(key.1) {
-                return Err(ApiError::invalid(
-                    key.0,
-                    format!("is '{}' in the path; leave it out of the body or give the same", key.1),
-                ));
-            }
-        }
-        for field in std::iter::once(&"revision").chain(others) {
-            self.map.remove(*field);
-        }
-        Ok(())
     }
 
     /// Wraps a JSON object taken from another field, to read its fields the same way.

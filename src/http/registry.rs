@@ -4,28 +4,19 @@ use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{Flags, JsonBody};
+use super::extract::{Flags, Typed};
 use super::{ApiError, AppState};
-use crate::state::{validate, Command, Health, Node, NodeSpec, RegionSpec};
+use crate::api::registry::{NodeBody, RegionBody};
+use crate::state::{Command, Health, Node};
 
 pub async fn put_region(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
-    JsonBody(mut body): JsonBody,
+    Typed(body): Typed<RegionBody>,
 ) -> Result<Json<Value>, ApiError> {
     let flags = Flags::parse(query.as_deref())?;
-    let cidrs = body
-        .strings("cidrs")?
-        .iter()
-        .enumerate()
-        .map(|(i, c)| validate::cidr(&format!("cidrs[{i}]"), c))
-        .collect::<Result<Vec<_>, _>>()?;
-    let fallback = body.strings("fallback")?;
-    body.read_only(("name", &name), &[])?;
-    body.finish()?;
-    let spec = RegionSpec { cidrs, fallback };
-    validate::region_spec(&name, &spec)?;
+    let spec = body.spec(&name)?;
     let outcome = app.peer.write(Command::PutRegion { name: name.clone(), spec: spec.clone(), cas: flags.cas }).await?;
     Ok(Json(json!({"name": name, "cidrs": spec.cidrs, "fallback": spec.fallback, "revision": outcome.revision})))
 }
@@ -34,23 +25,10 @@ pub async fn put_node(
     State(app): State<AppState>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
-    JsonBody(mut body): JsonBody,
+    Typed(body): Typed<NodeBody>,
 ) -> Result<Json<Value>, ApiError> {
     let flags = Flags::parse(query.as_deref())?;
-    let ip = validate::ip("ip", &body.string("ip")?)?;
-    let region = body.string("region")?;
-    let site = body.string("site")?;
-    let capacity = body.u64("capacity").map_err(|e| match e.message.as_str() {
-        "is required" => e,
-        _ => ApiError::invalid("capacity", format!("must be a whole number from 1 to {}", validate::MAX_CAPACITY)),
-    })?;
-    // Health comes from heartbeats, maintenance from PUT .../maintenance.
-    body.read_only(("id", &id), &["health", "maintenance"])?;
-    body.finish()?;
-    let capacity = u32::try_from(capacity)
-        .map_err(|_| ApiError::invalid("capacity", format!("must be between 1 and {}", validate::MAX_CAPACITY)))?;
-    let spec = NodeSpec { ip, region, site, capacity };
-    validate::node_spec(&id, &spec)?;
+    let spec = body.spec(&id)?;
     let outcome = app.peer.write(Command::PutNode { id: id.clone(), spec: spec.clone(), cas: flags.cas }).await?;
     Ok(Json(json!({
         "id": id, "ip": spec.ip, "region": spec.region, "site": spec.site,

@@ -8,11 +8,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::extract::{cut_page, page_limit, prefix, Fields, Flags, JsonBody, Params};
+use super::extract::{cut_page, page_limit, prefix, Fields, Flags, JsonBody, Params, Typed};
 use super::registry::{found, read};
 use super::{ApiError, AppState};
+use crate::api::registry::{DomainBody, SiteBody, ZoneBody};
 use crate::dispatch::{analyse, NodeMetrics};
-use crate::state::{self, validate, Command, DomainSpec, Weights, ZoneSpec};
+use crate::state::{self, validate, Command, Weights};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -57,16 +58,11 @@ pub async fn put_zone(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    JsonBody(mut body): JsonBody,
+    Typed(body): Typed<ZoneBody>,
 ) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
     let name = domain_name(&name)?;
-    let ns: Vec<String> = body.strings("ns")?.iter().map(|n| validate::normalize_name(n)).collect();
-    let hostmaster = body.opt_string("hostmaster")?.unwrap_or_else(|| format!("hostmaster.{name}"));
-    body.read_only(("name", &name), &[])?;
-    body.finish()?;
-    let spec = ZoneSpec { ns, hostmaster: validate::normalize_name(&hostmaster) };
-    validate::zone_spec(&name, &spec)?;
+    let spec = body.spec(&name)?;
     let extra = json!({"name": name, "ns": spec.ns, "hostmaster": spec.hostmaster});
     write(&app, Command::PutZone { name, spec, cas: flags.cas }, extra).await
 }
@@ -95,15 +91,10 @@ pub async fn put_site(
     State(app): State<AppState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    JsonBody(mut body): JsonBody,
+    Typed(body): Typed<SiteBody>,
 ) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
-    let region = body.string("region")?;
-    // The pin is set with PUT .../pin.
-    body.read_only(("id", &id), &["pin"])?;
-    body.finish()?;
-    validate::label("id", &id)?;
-    validate::label("region", &region)?;
+    let region = body.region(&id)?;
     write(
         &app,
         Command::PutSite { id: id.clone(), region: region.clone(), cas: flags.cas },
@@ -153,21 +144,11 @@ pub async fn put_domain(
     State(app): State<AppState>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
-    JsonBody(mut body): JsonBody,
+    Typed(body): Typed<DomainBody>,
 ) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
     let name = domain_name(&name)?;
-    let sites = body.strings("sites")?;
-    let ttl = match body.opt_u64("ttl")? {
-        Some(t) => validate::ttl("ttl", t)?,
-        None => validate::DEFAULT_TTL,
-    };
-    let cname = body.opt_string("cname")?.map(|c| validate::normalize_name(&c));
-    // The lock is set with PUT .../lock.
-    body.read_only(("name", &name), &["lock"])?;
-    body.finish()?;
-    let spec = DomainSpec { sites, ttl, cname };
-    validate::domain_spec(&name, &spec)?;
+    let spec = body.spec(&name)?;
     let extra = json!({"name": name, "sites": spec.sites, "ttl": spec.ttl, "cname": spec.cname});
     write(&app, Command::PutDomain { name, spec, cas: flags.cas }, extra).await
 }
