@@ -9,6 +9,7 @@ mod limits;
 pub mod listener;
 mod objects;
 mod registry;
+mod resource;
 mod server;
 mod steering;
 mod sync;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::extract::{Flags, Typed};
 use super::{ApiError, AppState};
 use crate::api::registry::{NodeBody, RegionBody};
-use crate::state::{Command, Health, Node};
+use crate::state::Command;
 
 pub async fn put_region(
     State(app): State<AppState>,
@@ -36,26 +36,6 @@ pub async fn put_node(
     })))
 }
 
-pub async fn delete_region(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let flags = Flags::parse(query.as_deref())?;
-    let outcome = app.peer.write(Command::DeleteRegion { name: name.clone(), cas: flags.cas }).await?;
-    Ok(Json(json!({"name": name, "deleted": true, "revision": outcome.revision})))
-}
-
-pub async fn delete_node(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let flags = Flags::parse(query.as_deref())?;
-    let outcome = app.peer.write(Command::DeleteNode { id: id.clone(), cas: flags.cas }).await?;
-    Ok(Json(json!({"id": id, "deleted": true, "revision": outcome.revision})))
-}
-
 /// Serves a read at the consistency the query asks for, from this peer's state.
 pub(super) async fn read<T>(
     app: &AppState,
@@ -70,41 +50,4 @@ pub(super) async fn read<T>(
 /// The resource, or 404 naming it.
 pub(super) fn found<T: serde::Serialize>(value: Option<T>, kind: &str, id: &str) -> Result<Json<Value>, ApiError> {
     value.map(|v| Json(json!(v))).ok_or_else(|| ApiError::not_found(format!("{kind} '{id}' does not exist")))
-}
-
-pub async fn list_regions(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let regions = read(&app, q, |s| s.regions.values().cloned().collect::<Vec<_>>()).await?;
-    Ok(Json(json!({ "regions": regions })))
-}
-
-pub async fn get_region(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let region = read(&app, q, |s| s.regions.get(&name).cloned()).await?;
-    found(region, "region", &name)
-}
-
-/// A node as clients see it: `health` is `maintenance` while an operator drains it.
-fn node_view(n: &Node) -> Value {
-    let health = if n.maintenance.is_some() { Health::Maintenance } else { n.health };
-    json!({
-        "id": n.id, "ip": n.ip, "region": n.region, "site": n.site, "capacity": n.capacity,
-        "health": health, "maintenance": n.maintenance, "revision": n.revision,
-    })
-}
-
-pub async fn list_nodes(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let nodes = read(&app, q, |s| s.nodes.values().map(node_view).collect::<Vec<_>>()).await?;
-    Ok(Json(json!({ "nodes": nodes })))
-}
-
-pub async fn get_node(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let node = read(&app, q, |s| s.nodes.get(&id).map(node_view)).await?;
-    found(node, "node", &id)
 }

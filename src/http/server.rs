@@ -7,6 +7,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 
+use super::resource::{delete, get as get_one, list, Domains, Nodes, Regions, Sites, Zones};
 use super::{actions, cluster, objects, registry, steering, sync, ApiError};
 use crate::peer::Peer;
 
@@ -29,25 +30,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/init", post(cluster::init))
         .route("/v1/cluster/peers", post(cluster::add_peer))
         .route("/v1/cluster/peers/{id}", axum::routing::delete(cluster::remove_peer))
-        .route("/v1/regions", get(registry::list_regions))
-        .route(
-            "/v1/regions/{name}",
-            put(registry::put_region).get(registry::get_region).delete(registry::delete_region),
-        )
-        .route("/v1/nodes", get(registry::list_nodes))
-        .route("/v1/nodes/{id}", put(registry::put_node).get(registry::get_node).delete(registry::delete_node))
+        .route("/v1/regions", get(list::<Regions>))
+        .route("/v1/regions/{name}", put(registry::put_region).get(get_one::<Regions>).delete(delete::<Regions>))
+        .route("/v1/nodes", get(list::<Nodes>))
+        .route("/v1/nodes/{id}", put(registry::put_node).get(get_one::<Nodes>).delete(delete::<Nodes>))
         .route("/v1/nodes/{id}/heartbeat", post(steering::heartbeat))
         .route("/v1/nodes/{id}/maintenance", put(steering::maintenance))
-        .route("/v1/zones", get(steering::list_zones))
-        .route("/v1/zones/{name}", put(steering::put_zone).get(steering::get_zone).delete(steering::delete_zone))
-        .route("/v1/sites", get(steering::list_sites))
-        .route("/v1/sites/{id}", put(steering::put_site).get(steering::get_site).delete(steering::delete_site))
+        .route("/v1/zones", get(list::<Zones>))
+        .route("/v1/zones/{name}", put(steering::put_zone).get(get_one::<Zones>).delete(delete::<Zones>))
+        .route("/v1/sites", get(list::<Sites>))
+        .route("/v1/sites/{id}", put(steering::put_site).get(get_one::<Sites>).delete(delete::<Sites>))
         .route("/v1/sites/{id}/pin", put(steering::pin_site).delete(steering::unpin_site))
-        .route("/v1/domains", get(steering::list_domains))
-        .route(
-            "/v1/domains/{name}",
-            put(steering::put_domain).get(steering::get_domain).delete(steering::delete_domain),
-        )
+        .route("/v1/domains", get(list::<Domains>))
+        .route("/v1/domains/{name}", put(steering::put_domain).get(get_one::<Domains>).delete(delete::<Domains>))
         .route("/v1/domains/{name}/lock", put(steering::lock_domain).delete(steering::unlock_domain))
         .route("/v1/dispatch", get(steering::table))
         .route("/v1/resolve", get(steering::resolve))

@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::extract::{cut_page, page_limit, prefix, Fields, Flags, JsonBody, Params, Typed};
-use super::registry::{found, read};
+use super::registry::read;
 use super::{ApiError, AppState};
 use crate::api::registry::{DomainBody, SiteBody, ZoneBody};
 use crate::dispatch::{analyse, NodeMetrics};
@@ -67,24 +67,6 @@ pub async fn put_zone(
     write(&app, Command::PutZone { name, spec, cas: flags.cas }, extra).await
 }
 
-pub async fn delete_zone(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    let flags = Flags::parse(q.as_deref())?;
-    let name = validate::normalize_name(&name);
-    write(&app, Command::DeleteZone { name: name.clone(), cas: flags.cas }, json!({"name": name, "deleted": true}))
-        .await
-}
-
-pub async fn get_zone(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    let name = validate::normalize_name(&name);
-    let zone = read(&app, q, |s| s.zones.get(&name).cloned()).await?;
-    found(zone, "zone", &name)
-}
-
-pub async fn list_zones(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    let zones = read(&app, q, |s| s.zones.values().cloned().collect::<Vec<_>>()).await?;
-    Ok(Json(json!({ "zones": zones })))
-}
-
 // ---- sites ----
 
 pub async fn put_site(
@@ -101,21 +83,6 @@ pub async fn put_site(
         json!({"id": id, "region": region}),
     )
     .await
-}
-
-pub async fn delete_site(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    let flags = Flags::parse(q.as_deref())?;
-    write(&app, Command::DeleteSite { id: id.clone(), cas: flags.cas }, json!({"id": id, "deleted": true})).await
-}
-
-pub async fn get_site(State(app): State<AppState>, Path(id): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    let site = read(&app, q, |s| s.sites.get(&id).cloned()).await?;
-    found(site, "site", &id)
-}
-
-pub async fn list_sites(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    let sites = read(&app, q, |s| s.sites.values().cloned().collect::<Vec<_>>()).await?;
-    Ok(Json(json!({ "sites": sites })))
 }
 
 pub async fn pin_site(
@@ -151,24 +118,6 @@ pub async fn put_domain(
     let spec = body.spec(&name)?;
     let extra = json!({"name": name, "sites": spec.sites, "ttl": spec.ttl, "cname": spec.cname});
     write(&app, Command::PutDomain { name, spec, cas: flags.cas }, extra).await
-}
-
-pub async fn delete_domain(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    let flags = Flags::parse(q.as_deref())?;
-    let name = validate::normalize_name(&name);
-    write(&app, Command::DeleteDomain { name: name.clone(), cas: flags.cas }, json!({"name": name, "deleted": true}))
-        .await
-}
-
-pub async fn get_domain(State(app): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Answer {
-    let name = validate::normalize_name(&name);
-    let domain = read(&app, q, |s| s.domains.get(&name).cloned()).await?;
-    found(domain, "domain", &name)
-}
-
-pub async fn list_domains(State(app): State<AppState>, RawQuery(q): RawQuery) -> Answer {
-    let domains = read(&app, q, |s| s.domains.values().cloned().collect::<Vec<_>>()).await?;
-    Ok(Json(json!({ "domains": domains })))
 }
 
 pub async fn lock_domain(
