@@ -21,6 +21,9 @@ pub enum Workload {
     Actions,
     /// DNS answers around node deaths (`dns.jsonl`): failover, agreement, availability.
     Dns,
+    /// The leader and term on the majority side while one follower is lossy
+    /// (`leadership.jsonl`, written by the `lossy` nemesis): nobody unseats the leader.
+    Leadership,
 }
 
 impl Workload {
@@ -31,6 +34,7 @@ impl Workload {
             Workload::Changefeed => "changefeed",
             Workload::Actions => "actions",
             Workload::Dns => "dns",
+            Workload::Leadership => "leadership",
         }
     }
 
@@ -46,7 +50,7 @@ impl Workload {
             Workload::Changefeed => feed,
             Workload::Actions => queue,
             Workload::Register => !set && !feed && !queue,
-            Workload::Dns => false,
+            Workload::Dns | Workload::Leadership => false,
         }
     }
 }
@@ -62,6 +66,12 @@ pub fn check_events(workload: Workload, events: &[history::Event], budget: Durat
         Workload::Dns => {
             return Err("a DNS log is not an operation history; check dns.jsonl with --workload dns".into())
         }
+        Workload::Leadership => {
+            return Err(
+                "a leadership log is not an operation history; check leadership.jsonl with --workload leadership"
+                    .into(),
+            )
+        }
     })
 }
 
@@ -70,6 +80,10 @@ pub fn check_file(workload: Workload, path: &Path, budget: Duration) -> Result<R
     if workload == Workload::Dns {
         let events = checker::dns::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(checker::dns::check(&events));
+    }
+    if workload == Workload::Leadership {
+        let events = checker::leadership::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(checker::leadership::check(&events));
     }
     let events = history::read_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
     check_events(workload, &events, budget).map_err(|e| format!("{}: {e}", path.display()))

@@ -18,7 +18,8 @@ enum Command {
     /// Check a history file. Exit 0: valid, 1: anomaly found, 2: no verdict.
     Check {
         /// Which checker: register (linearizability per key), set (completeness), changefeed
-        /// (exactly-once delivery), actions (the action queue) or dns (a run's dns.jsonl).
+        /// (exactly-once delivery), actions (the action queue), dns (a run's dns.jsonl) or
+        /// leadership (a run's leadership.jsonl, written by the lossy nemesis).
         #[arg(long, value_enum)]
         workload: Workload,
         /// Give up with "unknown" after this many seconds of search.

@@ -27,6 +27,7 @@ fn shipped_histories_have_the_verdict_their_name_says() {
             Some("changefeed") => Workload::Changefeed,
             Some("actions") => Workload::Actions,
             Some("dns") => Workload::Dns,
+            Some("leadership") => Workload::Leadership,
             _ => panic!("{name}: unknown workload prefix"),
         };
         let expected = match parts.next() {

@@ -62,13 +62,17 @@ fn a_run_that_cannot_start_is_a_harness_failure_never_a_pass() {
 /// End to end, on real peers in network namespaces: needs root, iproute2, iptables and
 /// target/debug/switchboard. Opt in with `cargo test -p jepsen-style-tests -- --ignored`.
 fn end_to_end(time: &str, extra: &[&str]) -> (i32, String) {
+    end_to_end_seed(time, "4", extra)
+}
+
+fn end_to_end_seed(time: &str, seed: &str, extra: &[&str]) -> (i32, String) {
     // One run at a time: runs share the namespace names.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/switchboard");
     assert!(binary.is_file(), "build the peer first: cargo build --bin switchboard");
     let out = std::env::temp_dir().join(format!("jepsen-e2e-{}-{}", std::process::id(), extra.len()));
-    let mut args = vec!["run", "--time", time, "--workload", "register", "--seed", "4", "--out"];
+    let mut args = vec!["run", "--time", time, "--workload", "register", "--seed", seed, "--out"];
     let out_str = out.to_string_lossy().into_owned();
     args.push(&out_str);
     args.extend_from_slice(extra);
@@ -102,4 +106,22 @@ fn membership_snapshot_crash_clock_and_majority_kills_pass_end_to_end() {
     for what in ["spare", "snapshot", "clock skew", "kill -9 a majority", "linearizable: valid"] {
         assert!(out.contains(what), "no {what:?} in:\n{out}");
     }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces; about 45 s"]
+fn a_lossy_follower_leaves_leader_and_term_alone_end_to_end() {
+    // Seed 36: follower 2 loses 50 % of its Raft packets for 30 s.
+    let (code, out) = end_to_end_seed("35", "36", &["--nemesis", "lossy"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("leadership: valid"), "{out}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces; about 45 s"]
+fn a_leader_unseated_by_a_lossy_follower_is_caught_end_to_end() {
+    // Seed 9: 50 % loss, and the peers elect without pre-vote (switchboard's test hook).
+    let (code, out) = end_to_end_seed("35", "9", &["--nemesis", "lossy", "--without-pre-vote"]);
+    assert_eq!(code, 1, "a leader unseated by a lossy follower was not caught:\n{out}");
+    assert!(out.contains("leader unseated by a lossy follower"), "{out}");
 }

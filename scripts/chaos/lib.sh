@@ -290,6 +290,6 @@ save_launch() {
 }
 
 # The root qdisc handle and packet mark of scripts/chaos/latency; `heal --all` removes a
-# prio qdisc with this handle from lo.
+# prio or htb qdisc with this handle from lo.
 CHAOS_QDISC=5ca1:
 CHAOS_MARK=0x5ca1

@@ -122,8 +122,9 @@ impl Peer {
             // Purge at every snapshot: one range delete, however few entries it drops.
             purge_batch_size: 1,
             install_snapshot_timeout: 10_000,
-            // Elections are started by `election.rs`, after a pre-vote.
-            enable_elect: false,
+            // Elections are started by `election.rs`, after a pre-vote (openraft's own timer
+            // only under the test hook that turns pre-vote off).
+            enable_elect: raft::failpoint::elections_without_pre_vote(),
             ..Default::default()
         }
         .validate()
@@ -166,7 +167,9 @@ impl Peer {
         }))
         .inspect(|peer| {
             tasks.spawn("heartbeat forwarder", forward_heartbeats(peer.clone(), heartbeat_rx));
-            tasks.spawn("elections", election::run(peer.clone()));
+            if !raft::failpoint::elections_without_pre_vote() {
+                tasks.spawn("elections", election::run(peer.clone()));
+            }
         })
     }
 

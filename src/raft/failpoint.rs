@@ -15,6 +15,12 @@
 //!   synced, but not current;
 //! - `snapshot-install-after-persist`: current, not yet the state in memory, and Raft has
 //!   not learned of it (its log and vote are as before the install).
+//!
+//! One name is not a crash point but a mode, for the suite's `lossy` nemesis to show that
+//! its checker catches a leader unseated by a lossy follower:
+//!
+//! - `elections-without-pre-vote`: elections the plain Raft way: openraft's own election
+//!   timer, no pre-vote and no check-quorum (`peer/election.rs` does not run).
 
 use std::sync::OnceLock;
 
@@ -25,7 +31,11 @@ pub const POINTS: &[&str] = &[
     "snapshot-build-after-persist",
     "snapshot-install-before-persist",
     "snapshot-install-after-persist",
+    ELECTIONS_WITHOUT_PRE_VOTE,
 ];
+
+/// The mode that turns pre-vote and check-quorum off (see the module's documentation).
+pub const ELECTIONS_WITHOUT_PRE_VOTE: &str = "elections-without-pre-vote";
 
 static ARMED: OnceLock<Option<String>> = OnceLock::new();
 
@@ -35,7 +45,9 @@ pub fn armed() -> Option<&'static str> {
     ARMED
         .get_or_init(|| {
             let name = std::env::var(ENV).ok().filter(|n| !n.is_empty())?;
-            if POINTS.contains(&name.as_str()) {
+            if name == ELECTIONS_WITHOUT_PRE_VOTE {
+                tracing::warn!(failpoint = %name, "failpoint armed: elections without pre-vote (a test hook)");
+            } else if POINTS.contains(&name.as_str()) {
                 tracing::warn!(failpoint = %name, "failpoint armed: this peer aborts when it gets there (a test hook)");
             } else {
                 tracing::warn!(failpoint = %name, known = ?POINTS, "unknown failpoint; nothing is armed");
@@ -51,4 +63,9 @@ pub fn hit(name: &str) {
         tracing::error!("failpoint {name} fired");
         std::process::abort();
     }
+}
+
+/// Whether this peer elects the plain Raft way (`elections-without-pre-vote`).
+pub fn elections_without_pre_vote() -> bool {
+    armed() == Some(ELECTIONS_WITHOUT_PRE_VOTE)
 }

@@ -6,10 +6,12 @@
 //! - [`actions`]: every accepted action completes or fails, none lost, completed twice or
 //!   handed out under overlapping leases.
 //! - [`dns`]: every peer fails over from a dead node in time, and agrees after the final heal.
+//! - [`leadership`]: while one follower is lossy, the others keep their leader and term.
 
 pub mod actions;
 pub mod changefeed;
 pub mod dns;
+pub mod leadership;
 pub mod linearizable;
 pub mod register;
 pub mod set;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::nemesis::{grudges, Fault, Scheduled, SnapshotStep, Target};
 use super::peers::{self, Peers};
 use super::topology::{peer_ip, peer_ns};
-use super::{clock, http, membership, sh, snapshot};
+use super::{clock, http, lossy, membership, sh, snapshot};
 
 /// What happened to one scheduled fault.
 #[derive(Debug, Clone, Serialize)]
@@ -23,8 +23,9 @@ pub struct Record {
     pub started: Option<f64>,
     pub healed: Option<f64>,
     pub errors: Vec<String>,
-    /// Peers not on the majority side while it is active: cut off, killed or paused; every
-    /// peer when the majority side is not well defined (bridge, ring, netem, kill-majority).
+    /// Peers not on the majority side while it is active: cut off, killed or paused, the
+    /// lossy follower; every peer when the majority side is not well defined (bridge, ring,
+    /// netem, kill-majority).
     pub excluded: Vec<u64>,
     /// Peers that cannot answer at all while it is active (killed, paused).
     pub down: Vec<u64>,
@@ -65,6 +66,12 @@ enum Undo {
     Clock(Vec<u64>),
     /// Restart these peers, those that were killed.
     RestartAll(Vec<u64>),
+    /// Delete exactly these iptables rules (a lossy follower), then stop polling the
+    /// members' leader and term ([`lossy::AFTERMATH`] later).
+    Lossy {
+        rules: Vec<lossy::Rule>,
+        watch: lossy::Watch,
+    },
     /// Nothing to undo.
     Nothing,
 }
@@ -76,11 +83,13 @@ pub struct Injector {
     start: Instant,
     active: Option<(Record, Undo)>,
     pub records: Vec<Record>,
+    /// Where the lossy nemesis records the members' leader and term (`leadership.jsonl`).
+    pub leadership: Option<std::sync::Arc<lossy::Log>>,
 }
 
 impl Injector {
     pub fn new(start: Instant) -> Self {
-        Injector { start, active: None, records: Vec::new() }
+        Injector { start, active: None, records: Vec::new(), leadership: None }
     }
 
     fn now(&self) -> f64 {
@@ -206,6 +215,41 @@ impl Injector {
                     Undo::Clock(skews.iter().map(|s| s.peer).collect())
                 })
             }
+            Fault::LossyFollower { pick, percent } => {
+                // The majority side must agree on one leader and term first: what it sees
+                // during the fault is compared with that.
+                let plan = lossy::settled(&ids, lossy::SETTLE_TIMEOUT).and_then(|(leader, term)| {
+                    let f = lossy::follower(&ids, leader, *pick).ok_or("a single member has no follower")?;
+                    Ok((leader, term, f))
+                });
+                let (leader, term, f) = match plan {
+                    Ok(plan) => plan,
+                    Err(reason) => {
+                        record.description = format!("skipped: {reason}");
+                        record.skipped = Some(reason);
+                        self.records.push(record);
+                        return;
+                    }
+                };
+                record.description = format!(
+                    "drop {percent}% of follower {f}'s Raft packets, both ways (every member: leader {leader}, term {term})"
+                );
+                (record.excluded, record.down) = (vec![f], vec![]);
+                let rules = lossy::rules(&ids, f, *percent);
+                // The window starts as the packets start to drop.
+                let from = self.now();
+                let log =
+                    self.leadership.clone().ok_or("the lossy nemesis runs without its leadership log".to_string());
+                log.and_then(|log| lossy::inject(&rules).map(|_| log)).and_then(|log| {
+                    match lossy::Watch::start(log, scheduled.index, &ids, f, *percent, leader, term) {
+                        Ok(watch) => {
+                            record.started = Some(from);
+                            Ok(Undo::Lossy { rules, watch })
+                        }
+                        Err(e) => Err(lossy::remove(&rules).err().map_or(e.clone(), |r| format!("{e}; {r}"))),
+                    }
+                })
+            }
             Fault::KillMajority { victims } => {
                 record.description = format!("kill -9 a majority: peers {victims:?} (of {})", ids.len());
                 (record.excluded, record.down) = (ids.clone(), victims.clone());
@@ -265,7 +309,9 @@ impl Injector {
         let before = self.now();
         let restarts_majority = matches!(undo, Undo::RestartAll(_));
         match self.undo(undo, &mut record, peers) {
-            Ok(()) => record.healed = Some(if restarts_majority { before } else { self.now() }),
+            // A lossy follower's heal sets the time the packets flowed again itself: it goes
+            // on watching the members for a while after.
+            Ok(()) => record.healed = record.healed.or(Some(if restarts_majority { before } else { self.now() })),
             Err(e) => record.errors.push(format!("heal: {e}")),
         }
         bring_back(&mut record, peers);
@@ -296,6 +342,15 @@ impl Injector {
                 }),
             Undo::Clock(ids) => unskew(peers, &ids),
             Undo::RestartAll(ids) => restart_killed(peers, &ids),
+            Undo::Lossy { rules, watch } => {
+                let removed = lossy::remove(&rules);
+                if removed.is_ok() {
+                    record.healed = Some(self.now());
+                }
+                let what = watch.stop();
+                record.description.push_str(&format!("; {what}"));
+                removed
+            }
             Undo::Nothing => Ok(()),
         }
     }
@@ -358,9 +413,10 @@ fn not_running(fault: &Fault, peers: &Peers) -> Option<String> {
 }
 
 /// Undoes every kind of fault on every peer, whatever is active: the final heal. The
-/// network first, then every peer is brought back and answers, and only then is the
-/// membership repaired (a member a failed `replace` heal left out is added back, a spare
-/// whose removal failed is removed): that needs a quorum.
+/// network first (flushing `INPUT` also removes a lossy follower's rules), then every
+/// peer is brought back and answers, and only then is the membership repaired (a member a
+/// failed `replace` heal left out is added back, a spare whose removal failed is removed):
+/// that needs a quorum.
 pub fn heal_everything(peers: &mut Peers) -> Result<(), String> {
     let ids = peers.ids();
     let mut errors = Vec::new();

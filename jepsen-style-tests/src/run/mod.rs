@@ -10,6 +10,7 @@ pub mod faults;
 pub mod filler;
 pub mod http;
 pub mod logwatch;
+pub mod lossy;
 pub mod membership;
 pub mod nemesis;
 pub mod peers;
@@ -41,7 +42,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 60)]
     pub time: u64,
     /// Faults to inject, comma-separated: partition, kill, pause, netem (delay, loss),
-    /// membership, snapshot-crash, clock, all, none.
+    /// membership, snapshot-crash, clock, kill-majority, lossy, all, none.
     #[arg(long, default_value = "partition,kill,pause")]
     pub nemesis: String,
     /// Workloads, comma-separated: register, set, changefeed, actions, dns.
@@ -75,6 +76,11 @@ pub struct RunArgs {
     /// Read registers with `?stale`: expected to be found non-linearizable under partitions.
     #[arg(long)]
     pub stale_reads: bool,
+    /// Run the peers with switchboard's test hook that turns pre-vote and check-quorum off
+    /// (SWITCHBOARD_FAILPOINT=elections-without-pre-vote): the lossy nemesis is expected to
+    /// be caught unseating the leader.
+    #[arg(long)]
+    pub without_pre_vote: bool,
     /// Seconds the linearizability search may take before it answers "unknown".
     #[arg(long, default_value_t = 60)]
     pub check_budget: u64,
@@ -138,6 +144,9 @@ fn reproduce_line(args: &RunArgs, seed: u64) -> String {
     }
     if args.stale_reads {
         line.push_str(" --stale-reads");
+    }
+    if args.without_pre_vote {
+        line.push_str(" --without-pre-vote");
     }
     if args.concurrency != 6 {
         line.push_str(&format!(" --concurrency {}", args.concurrency));
@@ -215,6 +224,11 @@ fn plan(args: &RunArgs) -> Result<Plan, String> {
         return Err(format!("--concurrency {} is less than the {} workloads", args.concurrency, workloads.len()));
     }
     let nemeses = Nemesis::parse_list(&args.nemesis)?;
+    if args.without_pre_vote && nemeses.contains(&Nemesis::SnapshotCrash) {
+        return Err("--without-pre-vote cannot be combined with the snapshot-crash nemesis: both set the peers' \
+                    SWITCHBOARD_FAILPOINT"
+            .into());
+    }
     let faketime = if nemeses.contains(&Nemesis::Clock) { Some(clock::find_libfaketime()?) } else { None };
     let default_snapshot_every = if nemeses.contains(&Nemesis::SnapshotCrash) { 40 } else { 500 };
     let snapshot_every = args.snapshot_every.unwrap_or(default_snapshot_every);
@@ -253,7 +267,13 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
             ("SWITCHBOARD_HTTP_REQUEST_TIMEOUT_MS".into(), args.request_timeout_ms.to_string()),
             ("SWITCHBOARD_RAFT_SNAPSHOT_EVERY".into(), plan.snapshot_every.to_string()),
             ("SWITCHBOARD_RAFT_KEEP_LOGS".into(), (plan.snapshot_every / 5).max(1).to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            args.without_pre_vote
+                .then(|| ("SWITCHBOARD_FAILPOINT".to_string(), "elections-without-pre-vote".to_string())),
+        )
+        .collect(),
         faketime: plan.faketime.clone(),
     };
     let mut peers = Peers::new(config, &plan.ids, &spares)?;
@@ -282,6 +302,11 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
 
     let start = Instant::now();
     let recorder = Arc::new(Recorder::create(&dir.join("history.jsonl"), start)?);
+    let leadership_log = if plan.nemeses.contains(&Nemesis::Lossy) {
+        Some(Arc::new(lossy::Log::create(&dir.join("leadership.jsonl"), start)?))
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let next_element = Arc::new(AtomicU64::new(1));
     let client_timeout = Duration::from_millis(args.request_timeout_ms) + Duration::from_secs(2);
@@ -334,6 +359,7 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
     };
 
     let mut injector = faults::Injector::new(start);
+    injector.leadership = leadership_log;
     let mut unexpected_exits = Vec::new();
     let phase = (|| -> Result<(), String> {
         for fault in &schedule {
@@ -413,6 +439,16 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
         }
         None => None,
     };
+    let leadership_events = match &injector.leadership {
+        Some(log) => {
+            let (events, error) = log.events();
+            if let Some(e) = error {
+                return Err(e);
+            }
+            Some(events)
+        }
+        None => None,
+    };
     if plan.workloads.contains(&Workload::Set) {
         final_set_read(&recorder, &plan.ids, client_timeout, &mut peers, &mut unexpected_exits)?;
     }
@@ -446,6 +482,7 @@ fn execute(args: &RunArgs, seed: u64, dir: &Path) -> Result<results::Outcome, St
         budget: Duration::from_secs(args.check_budget),
         final_heal,
         dns: dns_events.as_deref(),
+        leadership: leadership_events.as_deref(),
     });
     let html = timeline::render(&events, &injector.records, args.concurrency, &format!("jepsen run, seed {seed}"));
     std::fs::write(dir.join("timeline.html"), html).map_err(|e| format!("cannot write timeline.html: {e}"))?;

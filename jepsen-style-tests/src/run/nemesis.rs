@@ -33,10 +33,13 @@ pub enum Nemesis {
     /// kill -9 a majority at once, restart them at the heal.
     #[serde(rename = "kill-majority")]
     KillMajority,
+    /// One follower loses a share of its Raft packets for 30 s; the others must keep their
+    /// leader and term.
+    Lossy,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 8] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::Partition,
         Nemesis::Kill,
         Nemesis::Pause,
@@ -45,6 +48,7 @@ impl Nemesis {
         Nemesis::SnapshotCrash,
         Nemesis::Clock,
         Nemesis::KillMajority,
+        Nemesis::Lossy,
     ];
 
     pub fn parse_list(list: &str) -> Result<Vec<Nemesis>, String> {
@@ -59,6 +63,7 @@ impl Nemesis {
                 "snapshot-crash" => out.insert(Nemesis::SnapshotCrash),
                 "clock" => out.insert(Nemesis::Clock),
                 "kill-majority" => out.insert(Nemesis::KillMajority),
+                "lossy" => out.insert(Nemesis::Lossy),
                 "all" => {
                     out.extend(Nemesis::ALL);
                     true
@@ -67,7 +72,7 @@ impl Nemesis {
                 other => {
                     return Err(format!(
                         "unknown nemesis '{other}'; choose from partition, kill, pause, netem (or delay, loss), \
-                         membership, snapshot-crash, clock, kill-majority, all, none"
+                         membership, snapshot-crash, clock, kill-majority, lossy, all, none"
                     ))
                 }
             };
@@ -150,6 +155,13 @@ pub enum Fault {
     KillMajority {
         victims: Vec<u64>,
     },
+    /// Drop `percent` % of one follower's Raft packets, both ways, for [`LOSSY_DURATION`]:
+    /// the follower is chosen when the fault fires (the leader is known only then), the
+    /// `pick`-th of the followers in id order (modulo their number).
+    LossyFollower {
+        pick: u64,
+        percent: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -218,6 +230,7 @@ impl Fault {
             Fault::SnapshotCrash { .. } => Nemesis::SnapshotCrash,
             Fault::Clock { .. } => Nemesis::Clock,
             Fault::KillMajority { .. } => Nemesis::KillMajority,
+            Fault::LossyFollower { .. } => Nemesis::Lossy,
         }
     }
 }
@@ -246,9 +259,16 @@ const MAX_FAULT_MS: u64 = 9_000;
 /// Healthy gaps of 3-5 s between faults.
 const MIN_GAP_MS: u64 = 3_000;
 const MAX_GAP_MS: u64 = 5_000;
+/// A lossy follower lasts longer than the other faults: long enough for many of its
+/// election timeouts to pass (each 1.1-1.6 s), and for TCP's retransmissions to back off.
+pub const LOSSY_DURATION: Duration = Duration::from_secs(30);
+/// The share of the lossy follower's Raft packets dropped, each way, in percent.
+pub const LOSSY_PERCENT: std::ops::RangeInclusive<u32> = 30..=50;
 
 /// The faults of a run of `time`, from `seed`. Families take turns in a seeded order, so
-/// even a short run has every family requested.
+/// even a short run has every family requested. Faults never overlap. A lossy follower
+/// that no longer fits in what is left of the run is left out (the next family may still
+/// fit).
 pub fn schedule(seed: u64, nemeses: &[Nemesis], peers: &[u64], time: Duration) -> Vec<Scheduled> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
@@ -270,6 +290,13 @@ pub fn schedule(seed: u64, nemeses: &[Nemesis], peers: &[u64], time: Duration) -
             turn.shuffle(&mut rng);
         }
         let nemesis = turn.pop().unwrap_or(Nemesis::Partition);
+        let duration = if nemesis == Nemesis::Lossy { LOSSY_DURATION } else { duration };
+        if t + duration + Duration::from_secs(1) > time {
+            if nemeses.iter().all(|&n| n == Nemesis::Lossy) {
+                break;
+            }
+            continue;
+        }
         let fault = draw(&mut rng, nemesis, peers, &mut next_spare);
         out.push(Scheduled { index: out.len(), at: t, duration, fault });
         t += duration + Duration::from_millis(rng.gen_range(MIN_GAP_MS..=MAX_GAP_MS));
@@ -343,6 +370,9 @@ fn draw(rng: &mut ChaCha8Rng, nemesis: Nemesis, peers: &[u64], next_spare: &mut 
             let mut victims = shuffled[..peers.len() / 2 + 1].to_vec();
             victims.sort_unstable();
             Fault::KillMajority { victims }
+        }
+        Nemesis::Lossy => {
+            Fault::LossyFollower { pick: rng.gen_range(0..peers.len() as u64), percent: rng.gen_range(LOSSY_PERCENT) }
         }
         Nemesis::Membership => {
             let spare = *next_spare;
@@ -469,8 +499,32 @@ mod tests {
     fn nemesis_lists() {
         assert_eq!(Nemesis::parse_list("kill, partition,kill").unwrap(), vec![Nemesis::Partition, Nemesis::Kill]);
         assert_eq!(Nemesis::parse_list("delay").unwrap(), vec![Nemesis::Netem]);
+        assert_eq!(Nemesis::parse_list("lossy").unwrap(), vec![Nemesis::Lossy]);
+        assert!(Nemesis::parse_list("all").unwrap().contains(&Nemesis::Lossy));
         assert_eq!(Nemesis::parse_list("clock,snapshot-crash").unwrap(), vec![Nemesis::SnapshotCrash, Nemesis::Clock]);
         assert!(Nemesis::parse_list("clocks").unwrap_err().contains("unknown nemesis 'clocks'"));
+    }
+
+    #[test]
+    fn a_lossy_follower_lasts_30_s_and_fits_in_the_run() {
+        let s = schedule(1, &[Nemesis::Lossy], &[1, 2, 3], Duration::from_secs(45));
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].at, s[0].duration), (LEAD_IN, LOSSY_DURATION));
+        assert!(schedule(1, &[Nemesis::Lossy], &[1, 2, 3], Duration::from_secs(30)).is_empty());
+        for seed in 0..20 {
+            let s = schedule(seed, &Nemesis::ALL, &[1, 2, 3, 4, 5], Duration::from_secs(150));
+            for f in &s {
+                assert!(f.at + f.duration + Duration::from_secs(1) <= Duration::from_secs(150), "{f:?}");
+                if let Fault::LossyFollower { percent, .. } = f.fault {
+                    assert!(LOSSY_PERCENT.contains(&percent) && f.duration == LOSSY_DURATION, "{f:?}");
+                }
+            }
+            for w in s.windows(2) {
+                assert!(w[0].at + w[0].duration < w[1].at, "faults overlap: {w:?}");
+            }
+            let families: BTreeSet<Nemesis> = s.iter().map(|f| f.fault.nemesis()).collect();
+            assert_eq!(families.len(), Nemesis::ALL.len(), "seed {seed}: {families:?}");
+        }
     }
 
     #[test]

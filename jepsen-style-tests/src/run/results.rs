@@ -25,6 +25,8 @@ pub struct Inputs<'a> {
     pub final_heal: f64,
     /// The DNS workload's log, when it ran.
     pub dns: Option<&'a [crate::checker::dns::DnsEvent]>,
+    /// The lossy nemesis's log of the members' leader and term, when it ran.
+    pub leadership: Option<&'a [crate::checker::leadership::LeadershipEvent]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +73,14 @@ impl Outcome {
                     }
                 }
             }
+        }
+        // Judged only when a lossy fault fired: a skipped one is reported by coverage.
+        if let Some(log) = i.leadership.filter(|l| crate::checker::leadership::has_window(l)) {
+            let report = crate::checker::leadership::check(log);
+            if report.valid != Validity::Valid {
+                problems.push((report.valid, format!("{}: {}", report.checker, report.summary)));
+            }
+            checkers.push(report);
         }
         // DNS answers count as progress under a fault only when DNS is the only workload:
         // with register or set, those must make progress themselves.
@@ -194,7 +204,8 @@ pub fn write(dir: &Path, o: &Outcome, args: &RunArgs, seed: u64) -> Result<(), S
         map.insert(
             "args".into(),
             json!({"time": args.time, "nemesis": args.nemesis, "workload": args.workload, "peers": args.peers,
-                   "concurrency": args.concurrency, "rate": args.rate, "stale_reads": args.stale_reads}),
+                   "concurrency": args.concurrency, "rate": args.rate, "stale_reads": args.stale_reads,
+                   "without_pre_vote": args.without_pre_vote}),
         );
     }
     let path = dir.join("results.json");

@@ -81,8 +81,9 @@ impl Client {
         while !self.stop.load(Ordering::Relaxed) {
             let indeterminate = match self.workload {
                 Workload::Register => self.register_op(&mut rng, process),
-                // The DNS workload has threads of its own (run/dns.rs), never an HTTP client.
-                Workload::Dns => return,
+                // The DNS workload has threads of its own (run/dns.rs), never an HTTP client;
+                // the leadership log is the lossy nemesis's, not a workload's.
+                Workload::Dns | Workload::Leadership => return,
                 Workload::Changefeed => self.feed_write(&mut rng, process, &mut clocks),
                 Workload::Actions => self.submit_action(process),
                 Workload::Set => {
