@@ -11,10 +11,15 @@ use super::{ApiError, AppState};
 
 /// 200 while the process serves. A peer whose Raft stopped (a full or failing disk) says so
 /// in the body: `"status": "failed"` and the error; its `/ready` is 503.
-pub async fn health(State(app): State<AppState>) -> Json<Value> {
+/// 200 while the peer works; 503 in the moments between its Raft stopping (a full or
+/// failing disk) and the process exiting, so that a probe reading only the status sees it.
+pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     match app.peer.raft_fatal() {
-        None => Json(json!({"status": "ok", "id": app.peer.id})),
-        Some(fatal) => Json(json!({"status": "failed", "id": app.peer.id, "error": format!("raft stopped: {fatal}")})),
+        None => (StatusCode::OK, Json(json!({"status": "ok", "id": app.peer.id}))),
+        Some(fatal) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed", "id": app.peer.id, "error": format!("raft stopped: {fatal}")})),
+        ),
     }
 }
 
