@@ -12,7 +12,7 @@
 //! names are removed when the peer starts.
 
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,8 +31,8 @@ use crate::state::State;
 
 /// The record of the current snapshot.
 const KEY_RECORD: &[u8] = b"record";
-/// The whole snapshot inside RocksDB, as earlier versions stored it: still loaded, and
-/// deleted when the first snapshot file is made current.
+/// The whole snapshot inside RocksDB, as the first versions stored it. No longer read: a
+/// data dir that holds one is refused with the way out (re-add the peer empty).
 const KEY_LEGACY: &[u8] = b"current";
 
 const SUFFIX: &str = ".snap";
@@ -45,13 +45,6 @@ struct Record {
     meta: SnapshotMeta,
     /// The file's name in the snapshot directory.
     file: String,
-}
-
-/// The snapshot as earlier versions stored it (under `KEY_LEGACY`).
-#[derive(Deserialize)]
-struct LegacySnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
 }
 
 /// A snapshot's bytes as Raft reads (to send) and writes (when receiving) them: an open
@@ -154,34 +147,22 @@ impl SnapshotFiles {
                 Some((r.meta, state))
             }
             None => match files.db.get_cf(files.cf(), KEY_LEGACY).map_err(|e| read_err(subject(), e))? {
-                Some(bytes) => {
-                    let legacy: LegacySnapshot = decode(&bytes).map_err(io_read)?;
-                    let state: State = decode(&legacy.data).map_err(io_read)?;
-                    files.convert_legacy(&legacy)?;
-                    Some((legacy.meta, state))
+                Some(_) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the data dir holds a snapshot in the format of the first versions (inside \
+                             RocksDB), which this version no longer reads; {}",
+                            checksum::RECOVERY
+                        ),
+                    );
+                    return Err(io_read(e));
                 }
                 None => None,
             },
         };
         files.gate.durable(loaded.as_ref().and_then(|(meta, _)| meta.last_log_id), false);
         Ok((files, loaded))
-    }
-
-    /// Moves a snapshot stored the earlier way (inside RocksDB) into a file.
-    fn convert_legacy(&self, legacy: &LegacySnapshot) -> Result<(), StorageError> {
-        let name = format!("{}{SUFFIX}", Self::new_name(legacy.meta.last_log_id.map(|l| l.index).unwrap_or(0)));
-        let (writing, path) = (self.dir.join(format!("{name}{WRITING}")), self.dir.join(&name));
-        let mut file = fs::File::create(&writing).map_err(io_write)?;
-        file.write_all(&legacy.data).map_err(io_write)?;
-        file.sync_all().map_err(io_write)?;
-        fs::rename(&writing, &path).map_err(io_write)?;
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_write)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(), KEY_RECORD, encode(&Record { meta: legacy.meta.clone(), file: name.clone() }));
-        batch.delete_cf(self.cf(), KEY_LEGACY);
-        super::db::write(&self.db, batch, &synced()).map_err(|e| write_err(subject(), e))?;
-        tracing::info!(file = %name, "moved the snapshot stored inside RocksDB into a file");
-        Ok(())
     }
 
     fn cf(&self) -> &rocksdb::ColumnFamily {

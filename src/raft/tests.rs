@@ -114,10 +114,10 @@ async fn snapshot_files_replace_each_other_and_strays_are_removed() {
     assert_eq!(current.meta.last_log_id, Some(log_id(3)));
 }
 
-/// A snapshot stored inside RocksDB, as earlier versions did, is loaded and moved into a
-/// file.
+/// A snapshot stored inside RocksDB, as the first versions did, is refused with the way
+/// out, not read.
 #[tokio::test]
-async fn a_snapshot_stored_inside_rocksdb_is_loaded_and_moved_to_a_file() {
+async fn a_snapshot_stored_inside_rocksdb_is_refused_with_the_way_out() {
     #[derive(serde::Serialize)]
     struct Legacy {
         meta: super::types::SnapshotMeta,
@@ -142,15 +142,11 @@ async fn a_snapshot_stored_inside_rocksdb_is_loaded_and_moved_to_a_file() {
         let cf = db.cf_handle(db::CF_SNAPSHOT).unwrap();
         db.put_cf(cf, b"current", bincode::serialize(&legacy).unwrap()).unwrap();
     }
-    let (_log, mut sm) = open(&dir);
-    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1)));
-    assert!(sm.shared().read().state.regions.contains_key("old"));
-    assert_eq!(snapshot_files(&dir).len(), 1);
-    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta.snapshot_id, "1-1-7");
-    drop(sm);
-    drop(_log);
     let db = db::open(dir.path()).unwrap();
-    assert!(db.get_cf(db.cf_handle(db::CF_SNAPSHOT).unwrap(), b"current").unwrap().is_none());
+    let log = LogStore::new(db.clone());
+    let opened = StateMachineStore::open(db, &dir.path().join("snapshots"), log.purge_gate(), Arc::new(Metrics::new()));
+    let e = opened.err().expect("the old format is refused").to_string();
+    assert!(e.contains("first versions") && e.contains("docs/operations.md"), "{e}");
 }
 
 /// While a leader's snapshot is being received, Raft's purge of the log it covers waits
