@@ -109,17 +109,13 @@ pub async fn submit_action(State(app): State<AppState>, JsonBody(mut body): Json
     let kind = text("type", body.string("type")?)?;
     let target = text("target", body.string("target")?)?;
     let source = source("source", body.opt_string("source")?, Source::Deterministic)?;
-    let priority = body.opt_u64("priority")?.unwrap_or(3);
-    if !(1..=5).contains(&priority) {
-        return Err(ApiError::invalid("priority", "must be 1 (highest) to 5"));
-    }
+    // Out of u8's range is out of the priorities' too: validate names the range.
+    let priority = body.opt_u64("priority")?.map_or(3, |p| u8::try_from(p).unwrap_or(u8::MAX));
     let confidence = body.f64("confidence")?.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&confidence) {
-        return Err(ApiError::invalid("confidence", "must be between 0.0 and 1.0"));
-    }
     let parameters = json_map("parameters", body.object("parameters")?.unwrap_or_default())?;
     body.finish()?;
-    let spec = ActionSpec { kind, target, source, priority: priority as u8, confidence, parameters };
+    let spec = ActionSpec { kind, target, source, priority, confidence, parameters };
+    validate::action_spec(&spec)?;
     let outcome = submit(&app, Command::SubmitAction { spec, at_ms: UNSTAMPED }).await?;
     let Some(Detail::Submitted(s)) = outcome.detail else {
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the submission has no outcome"));
@@ -269,14 +265,12 @@ pub async fn report_anomaly(State(app): State<AppState>, JsonBody(mut body): Jso
     let timestamp = text("timestamp", body.string("timestamp")?)?;
     let kind = text("type", body.string("type")?)?;
     let severity = body.string("severity")?;
+    // A report's own scale; alerts from Alertmanager carry theirs (e.g. `warning`).
     if !["low", "medium", "high", "critical"].contains(&severity.as_str()) {
         return Err(ApiError::invalid("severity", "must be low, medium, high or critical"));
     }
     let confidence =
         body.f64("confidence_score")?.ok_or_else(|| ApiError::invalid("confidence_score", "is required"))?;
-    if !(0.0..=1.0).contains(&confidence) {
-        return Err(ApiError::invalid("confidence_score", "must be between 0.0 and 1.0"));
-    }
     let details = json_map("details", body.object("details")?.unwrap_or_default())?;
     let recommended_action =
         body.opt_string("recommended_action")?.map(|a| text("recommended_action", a)).transpose()?;
@@ -507,20 +501,15 @@ pub async fn put_action_policy(
     JsonBody(mut body): JsonBody,
 ) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
-    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
-    let current = app.peer.state.read().state.engine.policy.clone();
+    let current = read(&app, None, |s| s.engine.policy.clone()).await?;
     let confidence_threshold = body.f64("confidence_threshold")?.unwrap_or(current.confidence_threshold);
-    let small = |v: Option<u64>, name: &str, default: u32, max: u32| -> Result<u32, ApiError> {
-        match v {
-            None => Ok(default),
-            Some(n) if n == 0 || n > max as u64 => Err(ApiError::invalid(name, format!("must be between 1 and {max}"))),
-            Some(n) => Ok(n as u32),
-        }
+    // Out of u32's range is out of every limit's: validate::action_policy names the range.
+    let mut small = |name: &str, current: u32| -> Result<u32, ApiError> {
+        Ok(body.opt_u64(name)?.map_or(current, |n| u32::try_from(n).unwrap_or(u32::MAX)))
     };
-    let max_active = small(body.opt_u64("max_active")?, "max_active", current.max_active, validate::MAX_ACTIVE)?;
-    let max_attempts =
-        small(body.opt_u64("max_attempts")?, "max_attempts", current.max_attempts, validate::MAX_ATTEMPTS)?;
-    let rate_limit = small(body.opt_u64("rate_limit")?, "rate_limit", current.rate_limit, validate::MAX_RATE_LIMIT)?;
+    let max_active = small("max_active", current.max_active)?;
+    let max_attempts = small("max_attempts", current.max_attempts)?;
+    let rate_limit = small("rate_limit", current.rate_limit)?;
     let retry_backoff_ms = body.opt_u64("retry_backoff_ms")?.unwrap_or(current.retry_backoff_ms);
     let rate_window_ms = body.opt_u64("rate_window_ms")?.unwrap_or(current.rate_window_ms);
     let exclusive = match body.value("exclusive") {

@@ -306,8 +306,7 @@ pub async fn schedule(State(app): State<AppState>, JsonBody(mut body): JsonBody)
 pub async fn put_scheduler(State(app): State<AppState>, RawQuery(q): RawQuery, JsonBody(mut body): JsonBody) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
     // Fields left out keep their current values: read them linearizably.
-    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
-    let current = app.peer.state.read().state.meta.scheduler.clone();
+    let current = read(&app, None, |s| s.meta.scheduler.clone()).await?;
     // The weights flat, or under `config` as GET answers them.
     let mut body = match body.object("config")? {
         Some(nested) => {

@@ -303,8 +303,7 @@ pub async fn get_policy(State(app): State<AppState>, RawQuery(q): RawQuery) -> A
 pub async fn put_policy(State(app): State<AppState>, RawQuery(q): RawQuery, JsonBody(mut body): JsonBody) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
     // Fields not given keep their values: merge with the current policy, not a stale copy.
-    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
-    let current = app.peer.state.read().state.policy.clone();
+    let current = read(&app, None, |s| s.policy.clone()).await?;
     // The weights flat, or nested under `weights` as GET answers them, so that a policy
     // read from the API can be written back as it is (`revision` is read-only: ignored).
     let weights = match body.object("weights")? {

@@ -178,8 +178,7 @@ pub async fn put_sync_policy(
 ) -> Answer {
     let flags = Flags::parse(q.as_deref())?;
     // Fields left out keep their current values: read them linearizably.
-    app.peer.read_barrier(crate::peer::Consistency::Linearizable).await?;
-    let current = app.peer.state.read().state.meta.sync.clone();
+    let current = read(&app, None, |s| s.meta.sync.clone()).await?;
     let strategy = body.one_of::<Strategy>("default_strategy", STRATEGIES)?.unwrap_or(current.default_strategy);
     let sync = body.one_of::<SyncMode>("default_sync", SYNC_MODES)?.unwrap_or(current.default_sync);
     let small = |v: Option<u64>, name: &str, default: u32| -> Result<u32, ApiError> {
