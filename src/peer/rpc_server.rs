@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{election, Peer};
 use crate::config::RaftConfig;
-use crate::raft::rpc::{Connection, Request, Response};
+use crate::raft::failpoint;
+use crate::raft::rpc::{Connection, Forward, Request, Response};
 
 /// The bounds of the peer RPC listener.
 #[derive(Debug, Clone)]
@@ -144,11 +145,35 @@ async fn serve_connection(mut conn: Connection, peer: &Peer, idle_timeout: Durat
                 }
                 Response::InstallSnapshot(answer)
             }
-            Request::Forward(f) => Response::Forward(peer.serve_forwarded(f).await),
+            Request::Forward(f) => {
+                let late = serve_late(&f).await;
+                let answer = peer.serve_forwarded(f).await;
+                if late {
+                    tracing::warn!(outcome = ?answer, "failpoint forwarded-heartbeats-late: the held batch was served");
+                }
+                Response::Forward(answer)
+            }
         };
         if conn.send(&response).await.is_err() {
             return;
         }
         last_answer = Instant::now();
     }
+}
+
+/// The `forwarded-heartbeats-late` test hook (`raft/failpoint.rs`): holds the first
+/// forwarded batch that carries heartbeats, as a network delivering it late would.
+/// Returns whether it held this one.
+async fn serve_late(request: &Forward) -> bool {
+    let beats = match request {
+        Forward::Heartbeats(beats) => beats.len(),
+        Forward::AgedHeartbeats(beats) => beats.len(),
+        _ => 0,
+    };
+    if beats == 0 || !failpoint::first_time(failpoint::FORWARDED_HEARTBEATS_LATE) {
+        return false;
+    }
+    tracing::warn!(heartbeats = beats, late = ?failpoint::LATE, "failpoint forwarded-heartbeats-late fired");
+    tokio::time::sleep(failpoint::LATE).await;
+    true
 }
