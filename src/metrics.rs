@@ -30,6 +30,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub heartbeats: IntCounter,
     pub heartbeats_dropped: IntCounter,
+    pub heartbeats_refused: IntCounter,
     pub dispatch_changes: IntCounter,
     pub failovers: IntCounter,
     pub failover_seconds: Histogram,
@@ -144,6 +145,10 @@ impl Metrics {
             heartbeats_dropped: counter(
                 "switchboard_heartbeats_dropped_total",
                 "Heartbeats this peer accepted but could not deliver to the leader",
+            ),
+            heartbeats_refused: counter(
+                "switchboard_heartbeats_refused_total",
+                "Forwarded heartbeats this peer refused because they were meant for another leader or term",
             ),
             dispatch_changes: counter(
                 "switchboard_dispatch_changes_total",

@@ -9,12 +9,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::election::{self, Election, ElectionStats, Timing};
+use super::heartbeat::{self, Addressee, Reading, Received, View};
 use super::proposer::{self, Pending, ProposeError};
 use super::Error;
 use crate::config::Config;
 use crate::dispatch::{NodeMetrics, Observations};
 use crate::metrics::Metrics;
-use crate::raft::rpc::{AgedHeartbeat, Connection, Forward, ForwardError, Forwarded, Request, Response, Secret};
+use crate::raft::rpc::{
+    AgedHeartbeat, Connection, Forward, ForwardError, Forwarded, Request, Response, Secret, TermHeartbeats,
+};
 use crate::raft::{self, LogStore, Network, PeerId, PeerInfo, Raft, SharedState, StateMachineStore};
 use crate::state::{Command, Outcome};
 use crate::supervise::Tasks;
@@ -55,7 +58,9 @@ pub struct Peer {
     http: reqwest::Client,
     /// The dispatch loop's soft state: what this peer heard from nodes as leader.
     pub observations: Arc<Observations>,
-    heartbeats: mpsc::Sender<(String, NodeMetrics, Instant)>,
+    heartbeats: mpsc::Sender<Received>,
+    /// The clock forwarded heartbeats are dated on while this peer leads (`heartbeat.rs`).
+    heartbeat_clock: heartbeat::Clock,
     /// When this peer last heard from a leader (as follower) or a quorum (as leader).
     leader_contact: Mutex<Instant>,
     /// Pre-vote and check-quorum (`election.rs`).
@@ -161,6 +166,7 @@ impl Peer {
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client"),
             observations: Arc::new(Observations::default()),
             heartbeats,
+            heartbeat_clock: heartbeat::Clock::default(),
             leader_contact: Mutex::new(Instant::now()),
             election: Election::new(Timing::new(rc.heartbeat_ms, rc.election_min_ms, rc.election_max_ms)),
             _db: keep_open,
@@ -235,13 +241,21 @@ impl Peer {
         }
     }
 
-    /// Accepts a heartbeat: recorded here as leader, else queued for the leader.
+    /// Accepts a heartbeat: recorded here as leader, else queued for the leader this peer
+    /// knows of now, in its term.
     pub fn heartbeat(&self, node: String, metrics: NodeMetrics) -> Result<(), Error> {
-        if self.is_leader() {
-            self.observations.record(&node, metrics, Instant::now());
+        let at = Instant::now();
+        let (leading, view) = {
+            let rx = self.raft.metrics();
+            let m = rx.borrow();
+            let leading = m.state == ServerState::Leader && m.current_leader == Some(self.id);
+            (leading, m.current_leader.map(|leader| View { leader, term: m.current_term }))
+        };
+        if leading {
+            self.observations.record(&node, metrics, at);
         } else {
             self.heartbeats
-                .try_send((node, metrics, Instant::now()))
+                .try_send(Received { node, metrics, at, view })
                 .map_err(|_| Error::NoLeader("too many heartbeats are waiting for the leader; try again".into()))?;
         }
         self.metrics.heartbeats.inc();
@@ -444,6 +458,72 @@ impl Peer {
         }
     }
 
+    /// The current leader and its term, waiting for a leader (up to the deadline) while
+    /// none is known.
+    async fn await_view(&self, deadline: Instant) -> Result<View, Error> {
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if let Some(leader) = m.current_leader {
+                    return Ok(View { leader, term: m.current_term });
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), rx.changed()).await.is_err() {
+                return Err(Error::NoLeader(self.no_leader_message()));
+            }
+        }
+    }
+
+    /// This peer and its term while it leads.
+    fn leading_view(&self) -> Option<View> {
+        let rx = self.raft.metrics();
+        let m = rx.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
+            .then_some(View { leader: self.id, term: m.current_term })
+    }
+
+    /// Asks the leader of `view` for a reading of its clock, with an empty batch on a fresh
+    /// connection. A peer of the previous version cannot decode the question and closes the
+    /// connection without an answer (`Forward::TermHeartbeats`): that leader gets heartbeats
+    /// with their age for the rest of its term.
+    async fn ask_heartbeat_clock(&self, view: View, deadline: Instant) -> Result<Addressee, String> {
+        let Some(addr) = self.leader_addr(view.leader) else {
+            return Err(format!("peer {} is not a member", view.leader));
+        };
+        let question = Request::Forward(Forward::TermHeartbeats(TermHeartbeats {
+            leader: view.leader,
+            term: view.term,
+            beats: Vec::new(),
+        }));
+        let ask = async {
+            let mut conn =
+                Connection::connect(&addr, &self.secret, FORWARD_CONNECT_TIMEOUT).await.map_err(|e| (false, e))?;
+            conn.call(&question).await.map_err(|e| (true, e))
+        };
+        match tokio::time::timeout_at(deadline.into(), ask).await {
+            Ok(Ok(Response::Forward(Ok(Forwarded::HeartbeatClock(leader_us))))) => {
+                Ok(Addressee { view, clock: Some(Reading { leader_us, at: Instant::now() }) })
+            }
+            Ok(Ok(Response::Forward(Err(ForwardError::NotLeader { .. })))) => {
+                Err(format!("peer {} is not the leader of term {} any more", view.leader, view.term))
+            }
+            Ok(Ok(other)) => Err(format!("the leader answered with {other:?}")),
+            Ok(Err((true, e)))
+                if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) =>
+            {
+                tracing::info!(
+                    leader = view.leader,
+                    term = view.term,
+                    "the leader does not know dated heartbeats (an earlier version): forwarding them with their age"
+                );
+                Ok(Addressee { view, clock: None })
+            }
+            Ok(Err((_, e))) => Err(format!("cannot ask the leader for its clock: {e}")),
+            Err(_) => Err("the leader did not answer in time".into()),
+        }
+    }
+
     fn no_leader_message(&self) -> String {
         if !self.is_member_of_a_cluster() {
             "this peer is not part of an initialised cluster; run `switchboard cluster init URL...` or `cluster add`"
@@ -544,13 +624,36 @@ impl Peer {
                 if !self.is_leader() {
                     return Err(not_leader(None));
                 }
-                // The age leaves out the time on the wire (one way, well under a heartbeat).
+                // From a follower of the previous version. The age leaves out the time on
+                // the wire, which is unbounded (`TermHeartbeats` has no such gap).
                 let now = Instant::now();
                 for beat in beats {
                     let at = now.checked_sub(Duration::from_millis(beat.age_ms)).unwrap_or(now);
                     self.observations.record(&beat.node, beat.metrics, at);
                 }
                 Ok(Forwarded::Accepted)
+            }
+            Forward::TermHeartbeats(batch) => {
+                let to = View { leader: batch.leader, term: batch.term };
+                let leading = self.leading_view();
+                if !heartbeat::admit(leading, to) {
+                    if !batch.beats.is_empty() {
+                        self.metrics.heartbeats_refused.inc_by(batch.beats.len() as u64);
+                        tracing::debug!(
+                            heartbeats = batch.beats.len(),
+                            leader = batch.leader,
+                            term = batch.term,
+                            leading = ?leading,
+                            "refused forwarded heartbeats meant for another leader or term"
+                        );
+                    }
+                    return Err(not_leader(self.raft.metrics().borrow().current_leader));
+                }
+                let now = Instant::now();
+                for beat in batch.beats {
+                    self.observations.record(&beat.node, beat.metrics, self.heartbeat_clock.moment(beat.at_us, now));
+                }
+                Ok(Forwarded::HeartbeatClock(self.heartbeat_clock.read(Instant::now())))
             }
             Forward::Metrics(nodes) => {
                 if !self.is_leader() {
@@ -773,9 +876,13 @@ fn membership_error(e: RaftError<PeerId, ClientWriteError<PeerId, PeerInfo>>) ->
 }
 
 /// Passes heartbeats accepted by a follower to the leader, in batches: whatever arrived
-/// while the previous batch was on its way, up to `HEARTBEAT_BATCH`. Heartbeats are soft
-/// state: a batch the leader does not take is dropped, and the next beat replaces it.
-async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, NodeMetrics, Instant)>) {
+/// while the previous batch was on its way, up to `HEARTBEAT_BATCH`, each heartbeat to the
+/// leader of the term it was received in, dated on that leader's clock (`heartbeat.rs`).
+/// Heartbeats are soft state: a batch the leader does not take is dropped, never offered to
+/// another leader, and the next beat replaces it.
+async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<Received>) {
+    // The leader forwarded to last, with a reading of its clock.
+    let mut addressee: Option<Addressee> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < HEARTBEAT_BATCH {
@@ -785,35 +892,100 @@ async fn forward_heartbeats(peer: Arc<Peer>, mut rx: mpsc::Receiver<(String, Nod
             }
         }
         let deadline = Instant::now() + Duration::from_secs(1);
-        let count = batch.len() as u64;
-        let delivered = match peer.await_leader(None, deadline).await {
-            Err(e) => Err(e.to_string()),
-            Ok(leader) if leader == peer.id => {
-                for (node, metrics, received) in batch {
-                    peer.observations.record(&node, metrics, received);
-                }
-                Ok(())
-            }
-            Ok(leader) => {
-                let now = Instant::now();
-                let beats = batch
-                    .into_iter()
-                    .map(|(node, metrics, received)| AgedHeartbeat {
-                        node,
-                        metrics,
-                        age_ms: now.duration_since(received).as_millis() as u64,
-                    })
-                    .collect();
-                match peer.forward(leader, Forward::AgedHeartbeats(beats), deadline).await {
-                    Ok(_) => Ok(()),
-                    Err(Retry::Fail(e)) => Err(e.to_string()),
-                    Err(Retry::Again(_)) => Err("the leader changed".to_string()),
-                }
+        let view = match peer.await_view(deadline).await {
+            Ok(view) => view,
+            Err(e) => {
+                not_delivered(&peer, batch.len(), &e.to_string());
+                continue;
             }
         };
+        let (batch, stale) = heartbeat::for_view(batch, view);
+        if stale > 0 {
+            peer.metrics.heartbeats_dropped.inc_by(stale as u64);
+            tracing::debug!(
+                heartbeats = stale,
+                leader = view.leader,
+                term = view.term,
+                "heartbeats received under an earlier leader or term dropped"
+            );
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let count = batch.len();
+        let delivered = if view.leader == peer.id {
+            // Elected since: the heartbeats were received on this peer's own clock.
+            if heartbeat::admit(peer.leading_view(), view) {
+                for beat in batch {
+                    peer.observations.record(&beat.node, beat.metrics, beat.at);
+                }
+                Ok(())
+            } else {
+                Err(format!("this peer no longer leads in term {}", view.term))
+            }
+        } else {
+            deliver(&peer, &mut addressee, view, batch, deadline).await
+        };
         if let Err(e) = delivered {
-            peer.metrics.heartbeats_dropped.inc_by(count);
-            tracing::warn!(heartbeats = count, error = %e, "heartbeats not delivered to the leader");
+            not_delivered(&peer, count, &e);
+        }
+    }
+}
+
+fn not_delivered(peer: &Peer, count: usize, error: &str) {
+    peer.metrics.heartbeats_dropped.inc_by(count as u64);
+    tracing::warn!(heartbeats = count, error = %error, "heartbeats not delivered to the leader");
+}
+
+/// Sends heartbeats received under `view` to its leader: dated on the leader's clock, or
+/// with their age to a leader of the previous version. Asks for a reading of the clock
+/// first when it has none for this view, or an old one.
+async fn deliver(
+    peer: &Peer,
+    addressee: &mut Option<Addressee>,
+    view: View,
+    beats: Vec<Received>,
+    deadline: Instant,
+) -> Result<(), String> {
+    let to = match addressee {
+        Some(a) if a.serves(view, Instant::now()) => a,
+        _ => addressee.insert(peer.ask_heartbeat_clock(view, deadline).await?),
+    };
+    let request = match to.clock {
+        Some(reading) => {
+            let (beats, early) = heartbeat::date(beats, &reading);
+            if early > 0 {
+                peer.metrics.heartbeats_dropped.inc_by(early as u64);
+                tracing::debug!(heartbeats = early, "heartbeats received before the leader started dropped");
+            }
+            if beats.is_empty() {
+                return Ok(());
+            }
+            Forward::TermHeartbeats(TermHeartbeats { leader: view.leader, term: view.term, beats })
+        }
+        None => {
+            let now = Instant::now();
+            let aged = beats
+                .into_iter()
+                .map(|b| AgedHeartbeat {
+                    node: b.node,
+                    metrics: b.metrics,
+                    age_ms: now.duration_since(b.at).as_millis() as u64,
+                })
+                .collect();
+            Forward::AgedHeartbeats(aged)
+        }
+    };
+    match peer.forward(view.leader, request, deadline).await {
+        Ok(Forwarded::HeartbeatClock(leader_us)) => {
+            to.read(Reading { leader_us, at: Instant::now() });
+            Ok(())
+        }
+        Ok(Forwarded::Accepted) => Ok(()),
+        Ok(other) => Err(format!("the leader answered with {other:?}")),
+        Err(Retry::Fail(e)) => Err(e.to_string()),
+        Err(Retry::Again(_)) => {
+            Err(format!("peer {} is not the leader of term {} any more, or cannot be reached", view.leader, view.term))
         }
     }
 }

@@ -8,6 +8,7 @@
 mod core;
 mod election;
 mod error;
+mod heartbeat;
 mod proposer;
 mod rpc_server;
 

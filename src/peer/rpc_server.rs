@@ -168,6 +168,7 @@ async fn serve_late(request: &Forward) -> bool {
     let beats = match request {
         Forward::Heartbeats(beats) => beats.len(),
         Forward::AgedHeartbeats(beats) => beats.len(),
+        Forward::TermHeartbeats(batch) => batch.beats.len(),
         _ => 0,
     };
     if beats == 0 || !failpoint::first_time(failpoint::FORWARDED_HEARTBEATS_LATE) {

@@ -86,8 +86,42 @@ pub enum Forward {
     /// The leader's latest metrics of these nodes (empty: all).
     Metrics(Vec<String>),
     /// Heartbeats accepted by another peer, each with how long ago (ms) that peer received
-    /// it, so a beat that waited in a queue or on the network is not taken for a fresh one.
+    /// it when it sent them. The time on the network is not in it, so a batch delivered
+    /// late is taken for fresher than it is: sent by the previous version, and by this one
+    /// to a leader of that version only; still accepted, dated as before.
     AgedHeartbeats(Vec<AgedHeartbeat>),
+    /// Heartbeats for the leader of one term, dated on that leader's clock
+    /// (`peer/heartbeat.rs`); answered with `Forwarded::HeartbeatClock`, or refused with
+    /// `NotLeader` by a peer that is not that leader in that term. Empty: a request for the
+    /// leader's clock only.
+    ///
+    /// Added last, so every earlier variant keeps its encoding. A peer of an earlier
+    /// version cannot decode it: it drops the connection without an answer (logged at
+    /// debug), nothing else. A follower therefore sends its first batch for a leader and
+    /// term empty, on a fresh connection: a connection closed in answer marks that leader,
+    /// for that term, as one of the earlier version, which then gets `AgedHeartbeats`. An
+    /// upgraded leader starts a new term and is asked again.
+    TermHeartbeats(TermHeartbeats),
+}
+
+/// A batch of heartbeats for one leader in one term.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TermHeartbeats {
+    /// The leader the follower addressed the batch to, and its term, as the follower knew
+    /// them when it received these heartbeats.
+    pub leader: PeerId,
+    pub term: u64,
+    pub beats: Vec<DatedHeartbeat>,
+}
+
+/// A heartbeat dated on the leader's clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatedHeartbeat {
+    pub node: String,
+    pub metrics: NodeMetrics,
+    /// The leader's clock (microseconds since the leader started) when the follower
+    /// received it, at the latest.
+    pub at_us: u64,
 }
 
 /// A heartbeat a follower passes to the leader.
@@ -103,9 +137,14 @@ pub struct AgedHeartbeat {
 pub enum Forwarded {
     Write(Result<Outcome, crate::state::Error>),
     ReadIndex(u64),
-    Membership { log_index: u64 },
+    Membership {
+        log_index: u64,
+    },
     Accepted,
     Metrics(Vec<(String, NodeMetrics)>),
+    /// The leader took a `TermHeartbeats` batch; its clock (microseconds since it started)
+    /// just before it answered. Only ever sent in answer to `TermHeartbeats`.
+    HeartbeatClock(u64),
 }
 
 /// Why the leader could not serve a forwarded request.
@@ -212,5 +251,61 @@ impl Connection {
                 bincode::deserialize(&frame).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Forward` and `Forwarded` as the previous version declared them.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum PreviousForward {
+        Write(Command),
+        ReadIndex,
+        AddPeer { id: PeerId, info: PeerInfo },
+        RemovePeer { id: PeerId },
+        Heartbeats(Vec<(String, NodeMetrics)>),
+        Metrics(Vec<String>),
+        AgedHeartbeats(Vec<AgedHeartbeat>),
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum PreviousForwarded {
+        Write(Result<Outcome, crate::state::Error>),
+        ReadIndex(u64),
+        Membership { log_index: u64 },
+        Accepted,
+        Metrics(Vec<(String, NodeMetrics)>),
+    }
+
+    #[test]
+    fn earlier_variants_keep_their_encoding_and_the_previous_version_cannot_decode_the_new_one() {
+        let metrics = NodeMetrics { cpu: 0.5, latency_ms: 12.0, ..Default::default() };
+        let aged = vec![AgedHeartbeat { node: "n1".into(), metrics: metrics.clone(), age_ms: 7 }];
+        assert_eq!(encode(&Forward::AgedHeartbeats(aged.clone())), encode(&PreviousForward::AgedHeartbeats(aged)));
+        assert_eq!(encode(&Forward::ReadIndex), encode(&PreviousForward::ReadIndex));
+        assert_eq!(encode(&Forward::Metrics(vec!["n1".into()])), encode(&PreviousForward::Metrics(vec!["n1".into()])));
+        assert_eq!(encode(&Forwarded::Accepted), encode(&PreviousForwarded::Accepted));
+
+        let batch = TermHeartbeats {
+            leader: 1,
+            term: 3,
+            beats: vec![DatedHeartbeat { node: "n1".into(), metrics, at_us: 1_000_000 }],
+        };
+        let new = bincode::serialize(&Request::Forward(Forward::TermHeartbeats(batch))).unwrap();
+        let decoded: Result<Request, _> = bincode::deserialize(&new);
+        assert!(
+            matches!(decoded, Ok(Request::Forward(Forward::TermHeartbeats(b))) if b.term == 3 && b.beats.len() == 1)
+        );
+        // What a peer of the previous version finds in the frame: after the tag of
+        // `Request::Forward`, a `Forward` it does not know.
+        assert!(bincode::deserialize::<PreviousForward>(&new[4..]).is_err());
+        let clock = bincode::serialize(&Forwarded::HeartbeatClock(5)).unwrap();
+        assert!(bincode::deserialize::<PreviousForwarded>(&clock).is_err());
+    }
+
+    fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+        bincode::serialize(value).unwrap()
     }
 }
