@@ -8,6 +8,7 @@ mod dns;
 mod dns_hostile;
 mod elections;
 mod failover;
+mod heartbeats;
 mod hostile;
 mod limits;
 mod membership;

@@ -257,7 +257,14 @@ impl Cluster {
     }
 
     pub async fn restart(&mut self, id: u64) {
-        self.peer_mut(id).spawn();
+        self.restart_with(id, &[]).await;
+    }
+
+    /// Like [`Cluster::restart`], with extra environment for this peer from now on.
+    pub async fn restart_with(&mut self, id: u64, extra: &[(&str, &str)]) {
+        let peer = self.peer_mut(id);
+        peer.env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        peer.spawn();
         let url = self.peer(id).url();
         let http = self.http.clone();
         eventually(Duration::from_secs(20), &format!("restarted peer {id} to answer /health"), || {
